@@ -1,0 +1,1 @@
+"""The course's instructor tooling: release student notebooks, grade submissions (``python -m autograder``)."""

@@ -1,0 +1,112 @@
+"""Assertions for visible tests that say what is wrong, not only that something is.
+
+Each check returns None and prints nothing when it passes (nbgrader counts any output on stderr in a test cell
+as a failure), and raises ``AssertionError`` with a message that names the value, what was expected and where
+the first difference is when it fails:
+
+>>> check_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.5]), name="softmax(x)")
+AssertionError: softmax(x): values differ: max abs error 0.5 at index (1,): got 2.0, expected 2.5 ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["check_shape", "check_dtype", "check_close", "check_tokens", "check"]
+
+
+def check(condition: bool, message: str) -> None:
+    """``assert condition, message``, which also works when Python runs with assertions off."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def _as_tensor(value, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise AssertionError(f"{name}: expected a tensor, got {type(value).__name__} {value!r:.80}")
+    try:
+        return torch.as_tensor(value, dtype=None if like is None else like.dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise AssertionError(f"{name}: expected a tensor, got {type(value).__name__}") from None
+
+
+def check_shape(actual, expected: Sequence[int], name: str = "result") -> None:
+    """The tensor ``actual`` has shape ``expected``."""
+    actual = _as_tensor(actual, name)
+    expected = tuple(expected)
+    if tuple(actual.shape) != expected:
+        raise AssertionError(f"{name}: wrong shape: got {tuple(actual.shape)}, expected {expected}")
+
+
+def check_dtype(actual, expected: torch.dtype, name: str = "result") -> None:
+    actual = _as_tensor(actual, name)
+    if actual.dtype != expected:
+        raise AssertionError(f"{name}: wrong dtype: got {actual.dtype}, expected {expected}")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def check_close(actual, expected, *, atol: float = 1e-5, rtol: float = 1e-5, name: str = "result",
+                check_dtype: bool = True) -> None:
+    """``actual`` equals ``expected`` within ``|a - e| <= atol + rtol * |e|``, element by element.
+
+    Checks, in this order, so the first message is the most useful one: it is a tensor, the shape, the dtype
+    (when ``expected`` is a tensor and ``check_dtype``), NaN/inf where the expected value is finite, and the
+    values, reporting the largest error, where it is and how many elements are off.
+    """
+    expected_t = _as_tensor(expected, f"{name} (expected value)")
+    actual_t = _as_tensor(actual, name, like=expected_t if not isinstance(expected, torch.Tensor) else None)
+    check_shape(actual_t, expected_t.shape, name)
+    if check_dtype and isinstance(expected, torch.Tensor) and actual_t.dtype != expected_t.dtype:
+        raise AssertionError(f"{name}: wrong dtype: got {actual_t.dtype}, expected {expected_t.dtype}")
+    a = actual_t.detach().to("cpu", torch.float64)
+    e = expected_t.detach().to("cpu", torch.float64)
+    bad_nan = (~torch.isfinite(a)) & torch.isfinite(e)
+    if bad_nan.any():
+        where = tuple(int(i) for i in bad_nan.nonzero()[0])
+        raise AssertionError(
+            f"{name}: {int(bad_nan.sum())} element(s) are {_fmt(a[where].item())} where a finite value is "
+            f"expected; the first at index {where} (expected {_fmt(e[where].item())}). "
+            "Overflow in exp()? Subtract the maximum before exponentiating."
+        )
+    both_inf = (a == e) & ~torch.isfinite(e)  # the same infinity on both sides counts as equal
+    err = torch.where(both_inf, torch.zeros_like(a), (a - e).abs())
+    err = torch.nan_to_num(err, nan=float("inf"))
+    off = err > atol + rtol * e.abs().nan_to_num(0.0)
+    if off.any():
+        flat = int(torch.argmax(err).item()) if err.numel() else 0
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), err.shape)) if err.dim() else ()
+        raise AssertionError(
+            f"{name}: values differ: max abs error {_fmt(err.max().item())} at index {where}: "
+            f"got {_fmt(a[where].item())}, expected {_fmt(e[where].item())} "
+            f"({int(off.sum())} of {off.numel()} elements outside atol={atol:g}, rtol={rtol:g})"
+        )
+
+
+def check_tokens(actual, expected, name: str = "tokens") -> None:
+    """Two token sequences are equal; a failure names the first position where they differ."""
+    def as_list(x, what):
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().reshape(-1).tolist()
+        try:
+            return [int(t) for t in x]
+        except (TypeError, ValueError):
+            raise AssertionError(f"{name}: {what} is not a sequence of token ids: {x!r:.80}") from None
+
+    a, e = as_list(actual, "the result"), as_list(expected, "the expected value")
+    for i, (x, y) in enumerate(zip(a, e)):
+        if x != y:
+            raise AssertionError(
+                f"{name}: first mismatch at position {i}: got {x}, expected {y} "
+                f"(context: got {a[max(0, i - 3): i + 4]}, expected {e[max(0, i - 3): i + 4]})"
+            )
+    if len(a) != len(e):
+        raise AssertionError(
+            f"{name}: the first {min(len(a), len(e))} tokens agree, but got {len(a)} tokens, expected {len(e)}"
+        )

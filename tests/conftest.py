@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (notebook_harness)
+
+
+@pytest.fixture(autouse=True)
+def clean_llmcourse_env(monkeypatch):
+    """Every test starts without LLMCOURSE_* settings and with no chapter module imported."""
+    from llmcourse.chapters import reload_all
+
+    for name in list(os.environ):
+        if name.startswith("LLMCOURSE_"):
+            monkeypatch.delenv(name)
+    reload_all()
+    yield
+    reload_all()

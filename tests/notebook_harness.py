@@ -1,0 +1,105 @@
+"""Run a course notebook's code cells in this process, the way nbgrader grades them, but in milliseconds.
+
+Cells run top to bottom in one namespace; an error in one cell is recorded and the next cell still runs, as
+in nbgrader. A graded cell passes when it raised nothing and wrote nothing to stderr. Solution cells can be
+replaced by grade_id, which is how the tests try plausible wrong answers against the graded tests.
+(The real nbgrader is exercised in test_autograde.py; this is for the many cases in between.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+
+from llmcourse.chapters import reload_all  # noqa: E402
+
+
+@dataclass
+class CellResult:
+    index: int  # 1-based
+    grade_id: str | None
+    graded: bool
+    points: float
+    error: BaseException | None
+    stdout: str
+    stderr: str
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and not self.stderr
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def _kernel_warning_filters() -> None:
+    """Python's default warning filters, as in a Jupyter kernel (pytest's own filters do not apply)."""
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+
+
+def run_notebook(path: Path, replace: dict[str, str] | None = None) -> list[CellResult]:
+    """Run every code cell of the notebook at ``path`` (with its folder as working folder)."""
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    replace = dict(replace or {})
+    namespace = {"__name__": "__main__"}
+    results = []
+    old_cwd = os.getcwd()
+    old_show = plt.show
+    plt.show = lambda *a, **k: plt.close("all")
+    reload_all()
+    try:
+        os.chdir(path.parent)
+        for index, cell in enumerate(nb.cells, start=1):
+            if cell.cell_type != "code":
+                continue
+            meta = nbgrader_meta(cell)
+            grade_id = meta.get("grade_id")
+            source = replace.pop(grade_id, cell.source) if grade_id else cell.source
+            out, err = io.StringIO(), io.StringIO()
+            error = None
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                    warnings.catch_warnings(record=True) as caught:
+                _kernel_warning_filters()
+                try:
+                    exec(compile(source, f"{path.name}, cell {index}", "exec"), namespace)
+                except Exception as exc:  # noqa: BLE001 - recorded, like a notebook cell error
+                    error = exc
+            for w in caught:  # a kernel prints warnings on stderr, which fails a graded cell
+                err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
+            results.append(CellResult(index, grade_id, bool(meta.get("grade")), float(meta.get("points", 0)),
+                                      error, out.getvalue(), err.getvalue()))
+    finally:
+        os.chdir(old_cwd)
+        plt.show = old_show
+        plt.close("all")
+        reload_all()
+    if replace:
+        raise KeyError(f"no cells with grade_id {sorted(replace)} in {path}")
+    return results
+
+
+def score(results: list[CellResult]) -> tuple[float, float]:
+    """(points earned, points possible) over the graded cells."""
+    graded = [r for r in results if r.graded]
+    return sum(r.points for r in graded if r.passed), sum(r.points for r in graded)
+
+
+def failed(results: list[CellResult]) -> set[str]:
+    return {r.grade_id for r in results if r.graded and not r.passed}

@@ -1,0 +1,176 @@
+"""Chapter 4a: the notebook's graded tests pass on the solution, fail on the stub and on plausible wrong answers;
+the public fallback agrees with the solution; the student notebook fails only where exercises are unfinished."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+import torch
+from conftest import ROOT
+from notebook_harness import failed, run_notebook, score
+
+CHAPTER = "04a_attention"
+SOLUTION = ROOT / "solutions" / CHAPTER / f"{CHAPTER}.ipynb"
+STUDENT = ROOT / "chapters" / CHAPTER / f"{CHAPTER}.ipynb"
+
+SOFTMAX_TESTS = {"test_softmax", "test_softmax_hidden"}
+SDPA_TESTS = {"test_sdpa", "test_sdpa_hidden"}
+MASK_TESTS = {"test_causal_mask", "test_causal_mask_hidden"}
+
+# Plausible wrong answers: (solution cell replaced, its source, graded cells that must reject it).
+WRONG_ANSWERS = {
+    "softmax without subtracting the maximum": ("softmax", '''
+#| export
+def softmax(x, dim=-1):
+    return x.exp() / x.exp().sum(dim=dim, keepdim=True)
+''', SOFTMAX_TESTS),
+    "softmax with one maximum for the whole tensor": ("softmax", '''
+#| export
+def softmax(x, dim=-1):
+    e = (x - x.max()).exp()
+    return e / e.sum(dim=dim, keepdim=True)
+''', {"test_softmax_hidden"}),
+    "softmax that ignores dim": ("softmax", '''
+#| export
+def softmax(x, dim=-1):
+    e = (x - x.amax(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+''', SOFTMAX_TESTS),
+    "attention without the sqrt(d_k) scaling": ("scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return softmax(scores, dim=-1) @ v
+''', SDPA_TESTS),
+    "attention scaled by d_k instead of sqrt(d_k)": ("scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / q.size(-1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return softmax(scores, dim=-1) @ v
+''', SDPA_TESTS),
+    "attention with the mask applied after the softmax": ("scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    weights = softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0) if mask.dtype == torch.bool else weights * mask.exp()
+    return weights @ v
+''', SDPA_TESTS),
+    "attention with the softmax over the queries": ("scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return softmax(scores, dim=-2) @ v
+''', SDPA_TESTS),
+    "attention with k.T, which reverses every axis": ("scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.T / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return softmax(scores, dim=-1) @ v
+''', SDPA_TESTS),
+    "attention that ignores float masks": ("scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return softmax(scores, dim=-1) @ v
+''', {"test_sdpa_hidden"}),
+    "causal mask without the diagonal": ("causal_mask", '''
+#| export
+def causal_mask(T, device=None):
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)
+''', MASK_TESTS),
+    "causal mask that looks ahead (upper triangle)": ("causal_mask", '''
+#| export
+def causal_mask(T, device=None):
+    return torch.ones(T, T, dtype=torch.bool, device=device).triu()
+''', MASK_TESTS),
+    "causal mask of floats": ("causal_mask", '''
+#| export
+def causal_mask(T, device=None):
+    return torch.ones(T, T, device=device).tril()
+''', MASK_TESTS),
+}
+
+
+@pytest.fixture(scope="module")
+def solution_results():
+    return run_notebook(SOLUTION)
+
+
+def test_solution_passes_every_graded_test(solution_results):
+    for r in solution_results:
+        assert r.error is None, f"cell {r.index} ({r.grade_id}) raised {r.error!r}"
+        assert not r.stderr, f"cell {r.index} ({r.grade_id}) wrote to stderr: {r.stderr}"
+    earned, possible = score(solution_results)
+    assert earned == possible == 9
+
+
+def stub_sources() -> dict[str, str]:
+    """The released stubs, by grade_id."""
+    nb = nbformat.read(STUDENT, as_version=4)
+    return {c.metadata.nbgrader["grade_id"]: c.source for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def test_stub_fails_every_graded_test():
+    """The released stubs against every graded test, hidden ones included (as nbgrader grades them)."""
+    stubs = stub_sources()
+    assert set(stubs) == {"softmax", "scaled_dot_product_attention", "causal_mask"}
+    results = run_notebook(SOLUTION, replace=stubs)
+    graded = [r for r in results if r.graded]
+    assert len(graded) == 6 and all(not r.passed for r in graded)
+    assert score(results)[0] == 0
+
+
+def test_student_notebook_fails_only_at_unfinished_exercises():
+    for r in run_notebook(STUDENT):
+        if r.error is None:
+            continue
+        assert isinstance(r.error, NotImplementedError), f"cell {r.index}: {r.error!r}"
+        assert str(r.error).startswith("Exercise 4a."), str(r.error)
+        assert "LLMCOURSE_FALLBACK=attention" in str(r.error)
+
+
+@pytest.mark.parametrize("label", list(WRONG_ANSWERS))
+def test_wrong_answer_is_rejected(label):
+    cell, source, must_fail = WRONG_ANSWERS[label]
+    results = run_notebook(SOLUTION, replace={cell: source})
+    assert must_fail <= failed(results), f"{label}: not rejected by {sorted(must_fail - failed(results))}"
+    earned, possible = score(results)
+    assert earned < possible
+
+
+def test_every_graded_test_rejects_some_wrong_answer():
+    rejecting = set().union(*(must for _, _, must in WRONG_ANSWERS.values()))
+    graded = {r.grade_id for r in run_notebook(SOLUTION) if r.graded}
+    assert graded == rejecting
+
+
+def test_fallback_agrees_with_solution(monkeypatch):
+    monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
+    from llmcourse.chapters import attention as ours
+    from llmcourse.fallbacks import attention as fallback
+
+    public = {n for n in vars(ours) if not n.startswith("_") and callable(getattr(ours, n))
+              and getattr(getattr(ours, n), "__module__", None) == ours.__name__}
+    assert public == {"softmax", "scaled_dot_product_attention", "causal_mask"}
+    assert public <= set(vars(fallback))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, generator=gen)
+    torch.testing.assert_close(ours.softmax(x, dim=1), fallback.softmax(x, dim=1))
+    for T in (1, 4, 9):
+        assert torch.equal(ours.causal_mask(T), fallback.causal_mask(T))
+    q, k, v = (torch.randn(2, 2, 6, 8, generator=gen) for _ in range(3))
+    for mask in (None, ours.causal_mask(6), torch.randn(6, 6, generator=gen)):
+        torch.testing.assert_close(ours.scaled_dot_product_attention(q, k, v, mask),
+                                   fallback.scaled_dot_product_attention(q, k, v, mask))

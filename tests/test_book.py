@@ -1,0 +1,88 @@
+"""The book builds with warnings as errors, renders the chapters from solutions/, typesets math offline, and
+publishes neither hidden tests nor raw notebooks."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from llmcourse.registry import chapters_in
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ATTENTION = Path("solutions/04a_attention/04a_attention.html")
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc["parts"]:
+        files += [entry["file"] for entry in part["chapters"]]
+    return files
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(jupyter_book), "build", str(ROOT), "--path-output", str(out), "-W", "-n",
+                           "--keep-going"], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    return out / "_build" / "html"
+
+
+def test_every_chapter_is_in_the_book_from_solutions():
+    files = toc_files()
+    for chapter in chapters_in(ROOT / "solutions"):
+        assert f"solutions/{chapter}/{chapter}" in files
+    assert not any(f.startswith("chapters/") for f in files), "the book shows instructor notebooks, executed"
+
+
+@pytest.mark.slow
+def test_attention_chapter_is_rendered(html):
+    page = (html / ATTENTION).read_text()
+    assert "4a. Scaled dot-product attention" in page
+    assert len(re.findall(r'<img [^>]*src="[^"]*_images/[^"]+\.png"', page)) >= 2, "the figures are missing"
+    assert page.count('class="admonition hide above-input"') == 3, "each of the 3 solutions is collapsed"
+    assert "Exercise 4a.1: visible tests passed" in page, "the visible tests ran"
+    assert "Traceback" not in page
+
+
+@pytest.mark.slow
+def test_no_hidden_tests_or_sources_are_published(html):
+    assert not (html / "_sources").exists()
+    assert not list(html.rglob("*.ipynb"))
+    for page in html.rglob("*.html"):
+        text = page.read_text()
+        assert "HIDDEN TESTS" not in text and "manual_seed(41)" not in text, f"{page}: shows a hidden test"
+        assert "btn-download" not in text, f"{page}: has a download button"
+
+
+@pytest.mark.slow
+def test_mathjax_is_bundled(html):
+    page = (html / ATTENTION).read_text()
+    assert '<script defer="defer" src="../../_static/mathjax/tex-chtml.js' in page or \
+        'src="../../_static/mathjax/tex-chtml.js' in page
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    for src in re.findall(r'<script[^>]*\ssrc="([^"]+)"', page):
+        assert not src.startswith(("http:", "https:", "//")), f"script loaded from the network: {src}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_formulas_are_typeset_in_a_browser(html, tmp_path):
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
+         (html / ATTENTION).as_uri()],
+        capture_output=True, text=True, timeout=120)
+    typeset = proc.stdout.count("<mjx-container")
+    source = (html / ATTENTION).read_text().count('class="math')
+    assert source > 20 and typeset == source, f"{typeset} of {source} formulas typeset"
