@@ -103,3 +103,14 @@ def score(results: list[CellResult]) -> tuple[float, float]:
 
 def failed(results: list[CellResult]) -> set[str]:
     return {r.grade_id for r in results if r.graded and not r.passed}
+
+
+def solution_cells(path: Path) -> dict[str, str]:
+    """The solution (exercise) cells of a notebook, by grade_id."""
+    nb = nbformat.read(path, as_version=4)
+    return {nbgrader_meta(c)["grade_id"]: c.source for c in nb.cells if nbgrader_meta(c).get("solution")}
+
+
+def rejected_by(path: Path, grade_id: str, source: str) -> set[str]:
+    """The graded cells that fail when the solution cell ``grade_id`` is replaced by ``source``."""
+    return failed(run_notebook(path, replace={grade_id: source}))

@@ -52,6 +52,7 @@ def test_attention_chapter_is_rendered(html):
     assert page.count('class="admonition hide above-input"') == 3, "each of the 3 solutions is collapsed"
     assert "Exercise 4a.1: visible tests passed" in page, "the visible tests ran"
     assert "Traceback" not in page
+    assert "output stderr" not in page, "a cell wrote to stderr (a warning?) when the book executed it"
 
 
 @pytest.mark.slow
