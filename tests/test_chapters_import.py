@@ -150,6 +150,7 @@ def test_unknown_chapter_lists_the_chapters(monkeypatch):
 def test_a_stub_says_which_exercise_and_how_to_go_on(monkeypatch):
     monkeypatch.setenv("LLMCOURSE_SOURCE", "chapters")
     import torch
+
     from llmcourse.chapters.attention import scaled_dot_product_attention
 
     with pytest.raises(NotImplementedError) as info:
