@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block, GPT2MLP
+from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention, GPT2Block
 
 from llmcourse.fallbacks.feed_forward import MLP
 from llmcourse.fallbacks.multi_head_attention import CausalSelfAttention, GPTConfig

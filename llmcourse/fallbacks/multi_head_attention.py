@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the chapter imports these from chapter 4a, so its module re-exports them; here they are 4a's fallbacks
+from llmcourse.fallbacks.attention import causal_mask, scaled_dot_product_attention  # noqa: F401
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -30,6 +33,16 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+
+def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, C) -> (B, nh, T, hs): head h gets channels h*hs .. (h+1)*hs - 1."""
+    return x.unflatten(-1, (n_head, -1)).transpose(1, 2)
+
+
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """(B, nh, T, hs) -> (B, T, nh * hs): the inverse of ``split_heads``."""
+    return y.transpose(1, 2).flatten(-2)
 
 
 class CausalSelfAttention(nn.Module):

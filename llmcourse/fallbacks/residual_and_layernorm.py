@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcourse.chapters.feed_forward import MLP
-from llmcourse.chapters.multi_head_attention import CausalSelfAttention
+from llmcourse.chapters.multi_head_attention import CausalSelfAttention, GPTConfig  # noqa: F401 (re-exported)
 
 
 class LayerNorm(nn.Module):
