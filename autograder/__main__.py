@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from autograder.course import CommandError
@@ -23,6 +24,9 @@ def _release(args) -> int:
     return 0
 
 
+COMMAND_MODULES = ("collect", "grading", "assemble", "feedback", "export", "report", "check")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="change nothing; exit 1 if chapters/ or the book tags are out of date")
     p.set_defaults(run=_release)
+
+    # Each of these modules adds its own command with add_command(commands).
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"autograder.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"autograder.{name}":
+                raise
+            continue
+        module.add_command(commands)
     return parser
 
 

@@ -26,3 +26,20 @@ c.OverwriteCells.add_missing_cells = True
 # Per-cell time limit when grading (nbgrader has no whole-notebook limit).
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
+
+# Execution with an output cap in bytes; the rest of nbgrader's autograde pipeline as it is.
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties,
+    CheckCellMetadata,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+
+from autograder.nbgrader_ext import CappedExecute  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    CappedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
+    CheckCellMetadata,
+]

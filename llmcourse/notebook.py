@@ -58,7 +58,14 @@ def cell_source(cell: dict) -> str:
 
 
 def is_export(source: str) -> bool:
-    return source.split("\n", 1)[0].rstrip() == EXPORT_MARKER
+    """The cell's first line that is not blank is ``#| export``."""
+    return source.lstrip().split("\n", 1)[0].rstrip() == EXPORT_MARKER
+
+
+def export_body(source: str) -> str:
+    """The cell's code after its ``#| export`` line."""
+    stripped = source.lstrip()
+    return stripped.split("\n", 1)[1] if "\n" in stripped else ""
 
 
 def export_cells(path: Path) -> list[ExportCell]:

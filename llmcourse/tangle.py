@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from llmcourse import registry
-from llmcourse.notebook import NotebookError, export_cells
+from llmcourse.notebook import NotebookError, export_body, export_cells
 
 CHAPTER_PKG = "llmcourse.chapters"
 SOLUTION_MARKERS = {"### BEGIN SOLUTION", "### END SOLUTION"}
@@ -55,7 +55,7 @@ def tangle_notebook(notebook: Path, single: bool = False) -> str:
     """The exported cells of one notebook as the text of a module."""
     parts = []
     for cell in export_cells(notebook):
-        body = cell.source.split("\n", 1)[1] if "\n" in cell.source else ""
+        body = export_body(cell.source)
         body = "".join(line for line in body.splitlines(keepends=True) if line.strip() not in SOLUTION_MARKERS)
         try:
             body = _rewrite_imports(body, single)

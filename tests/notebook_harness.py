@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -44,6 +45,24 @@ def nbgrader_meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {}) or {}
 
 
+@contextlib.contextmanager
+def _logging_to(stream):
+    """Send every logging handler that writes to a stream (transformers' writes to stderr) to ``stream``: in a
+    kernel, that output would land in the cell's stderr. (Handlers made during an earlier cell hold that cell's
+    buffer, so every stream handler is moved, not only those on the real stderr.)"""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict))]
+    moved = []
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                moved.append((handler, handler.setStream(stream)))
+    try:
+        yield
+    finally:
+        for handler, old in moved:
+            handler.setStream(old)
+
+
 def _kernel_warning_filters() -> None:
     """Python's default warning filters, as in a Jupyter kernel (pytest's own filters do not apply)."""
     warnings.resetwarnings()
@@ -74,7 +93,7 @@ def run_notebook(path: Path, replace: dict[str, str] | None = None) -> list[Cell
             source = replace.pop(grade_id, cell.source) if grade_id else cell.source
             out, err = io.StringIO(), io.StringIO()
             error = None
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _logging_to(err), \
                     warnings.catch_warnings(record=True) as caught:
                 _kernel_warning_filters()
                 try:

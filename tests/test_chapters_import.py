@@ -229,3 +229,12 @@ def test_source_setting_in_a_script():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[1, 0, 0], [1, 1, 0], [1, 1, 1]]"
+
+
+def test_blank_lines_above_the_export_marker_are_allowed(tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    write_chapter(tree, "04a_attention", "\n\n#| export\ndef f():\n    return 1\n")
+    monkeypatch.chdir(tree / "04a_attention")
+    from llmcourse.chapters.attention import f
+
+    assert f() == 1

@@ -1,0 +1,88 @@
+"""``python -m autograder export``: the class's grades as one CSV file, one row per student.
+
+Columns, in a fixed order so that a spreadsheet or an LMS import can rely on them: ``student``, then for each
+chapter in course order its score (``04a_attention``) and status (``04a_attention_status``), then ``total`` and
+``max_total`` over the chapters, then ``assembly`` and ``assembly_status`` (empty when the student has no
+assembly result). A chapter without a result counts 0 with status ``missing``. Every student with a result, an
+assembly result or a submitted notebook has a row, sorted by student id; the chapters are those of ``solutions/``
+(and any others that have results).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from autograder.gradesheet import (
+    Gradesheet,
+    add_root_argument,
+    course_root,
+    load_gradesheet,
+    number_text,
+    warn_problems,
+)
+from autograder.results import atomic_write
+
+
+def header(chapters: list[str]) -> list[str]:
+    columns = ["student"]
+    for chapter in chapters:
+        columns += [chapter, f"{chapter}_status"]
+    return columns + ["total", "max_total", "assembly", "assembly_status"]
+
+
+def row(sheet: Gradesheet, student: str) -> list[str]:
+    """One student's line: chapter scores and statuses, totals, assembly."""
+    cells = [student]
+    for chapter in sheet.chapters:
+        result = sheet.result(student, chapter)
+        cells += [number_text(result.score), result.status]
+    total, possible = sheet.total(student)
+    assembly = sheet.assemblies.get(student)
+    if assembly:
+        assembly_cells = [number_text(assembly.get("score") or 0), str(assembly.get("status", ""))]
+    else:
+        assembly_cells = ["", ""]
+    return cells + [number_text(total), number_text(possible)] + assembly_cells
+
+
+def grades_csv(sheet: Gradesheet, progress: bool = True) -> str:
+    """The whole CSV file as text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header(sheet.chapters))
+    for student in tqdm(sheet.students, desc="export", unit="student", file=sys.stderr,
+                        disable=None if progress else True):
+        writer.writerow(row(sheet, student))
+    return buffer.getvalue()
+
+
+def run(args) -> int:
+    root = course_root(args.root)
+    sheet = load_gradesheet(root)
+    warn_problems(sheet)
+    text = grades_csv(sheet)
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    output = Path(args.output) if args.output else root / "autograder" / "reports" / "grades.csv"
+    atomic_write(output, text)
+    print(f"wrote {output}: {len(sheet.students)} student(s), {len(sheet.chapters)} chapter(s)")
+    return 0
+
+
+def add_command(commands) -> None:
+    p = commands.add_parser(
+        "export",
+        help="write the class's grades as CSV (one row per student)",
+        description=__doc__.split("\n\n", 1)[1],
+    )
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write the CSV ('-' for standard output); "
+                        "default: ROOT/autograder/reports/grades.csv")
+    add_root_argument(p)
+    p.set_defaults(run=run)
