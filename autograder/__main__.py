@@ -45,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Each of these modules adds its own command with add_command(commands).
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"autograder.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"autograder.{name}":
-                raise
-            continue
-        module.add_command(commands)
+        importlib.import_module(f"autograder.{name}").add_command(commands)
     return parser
 
 

@@ -59,11 +59,11 @@ class Settings:
     insecure: bool = False  # no sandbox: only for code you trust
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In a child process: be killed when the grader dies, so a killed batch leaves nothing running."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -131,7 +131,7 @@ class Grader:
             finally:
                 shutil.rmtree(job, ignore_errors=True)
         result.duration_s = round(time.monotonic() - started, 2)
-        result.graded_at = _now()
+        result.graded_at = now()
         self.store.save(result)
         return result
 
@@ -210,7 +210,7 @@ class Grader:
         log_path = job / "nbgrader.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(args, cwd=AUTOGRADER_DIR, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=die_with_parent)
             try:
                 rc, timed_out = proc.wait(timeout=s.submission_timeout), False
             except subprocess.TimeoutExpired:
@@ -291,10 +291,10 @@ class Grader:
         env = {"LLMCOURSE_SOURCE": str(student_tree), "LLMCOURSE_FALLBACK": ",".join(earlier_modules(chapter))}
         sandbox = self._sandbox(slot, [out], student_tree / chapter, env, readable=(student_tree,))
         cmd = sandbox.command([sys.executable, "-m", "autograder.probes", module, str(out)])
-        cmd = _bind_probe_module(cmd)
+        cmd = bind_autograder_files(cmd, ["probes.py"])
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                                  timeout=max(60, self.settings.cell_timeout), preexec_fn=_die_with_parent)
+                                  timeout=max(60, self.settings.cell_timeout), preexec_fn=die_with_parent)
             last_words = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][-300:]
         except subprocess.TimeoutExpired:
             last_words = "it ran out of time"
@@ -373,15 +373,15 @@ def _failure_message(cell: dict) -> str:
     return ""
 
 
-def _bind_probe_module(cmd: list[str]) -> list[str]:
-    """Make ``autograder.probes`` (and only it) importable in the sandbox: bind its two files read-only."""
+def bind_autograder_files(cmd: list[str], names: list[str]) -> list[str]:
+    """Make ``autograder.<name>`` (and nothing else of the grader) importable in a sandbox: bind those files and
+    the package's ``__init__.py`` read-only."""
     if not cmd or not cmd[0].endswith("bwrap"):
         return cmd
-    package = Path(probes.__file__).resolve().parent
-    files = [package / "__init__.py", package / "probes.py"]
+    package = Path(__file__).resolve().parent
     extra = ["--perms", "0755", "--dir", str(package)]
-    for file in files:
-        extra += ["--ro-bind", str(file), str(file)]
+    for name in ["__init__.py", *names]:
+        extra += ["--ro-bind", str(package / name), str(package / name)]
     return [cmd[0], *extra, *cmd[1:]]
 
 

@@ -54,11 +54,81 @@ def _causal_mask(m):
     return {f"T{T}": m.causal_mask(T).to(torch.int64) for T in (1, 4, 9)}
 
 
+def _config():
+    """A small GPTConfig from chapter 4b (its fallback, when the grader runs a later chapter)."""
+    from llmcourse.chapters.multi_head_attention import GPTConfig
+
+    return GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=4, n_embd=32)
+
+
+def _with_weights(module, seed: int):
+    """The module in eval mode with deterministic weights, set by parameter name (so both sides agree)."""
+    g = _gen(seed)
+    state = module.state_dict()
+    for name in sorted(state):
+        if state[name].is_floating_point():
+            state[name] = torch.randn(state[name].shape, generator=g) * 0.3
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def _x(seed: int = 3):
+    return torch.randn(2, 7, 32, generator=_gen(seed))
+
+
+def _split_heads(m):
+    return {"split": m.split_heads(_x(), 4)}
+
+
+def _merge_heads(m):
+    return {"merge": m.merge_heads(torch.randn(2, 4, 7, 8, generator=_gen(9)))}
+
+
+def _self_attention(m):
+    return {"out": _with_weights(m.CausalSelfAttention(_config()), 4)(_x())}
+
+
+def _gelu(m):
+    return {"tanh": m.gelu(torch.linspace(-8, 8, 101))}
+
+
+def _gelu_exact(m):
+    return {"exact": m.gelu_exact(torch.linspace(-8, 8, 101))}
+
+
+def _mlp(m):
+    return {"out": _with_weights(m.MLP(_config()), 5)(_x())}
+
+
+def _layernorm(m):
+    return {"bias": _with_weights(m.LayerNorm(32), 6)(_x() * 4 + 1),
+            "no_bias": _with_weights(m.LayerNorm(32, bias=False), 7)(_x())}
+
+
+def _block(m):
+    return {"out": _with_weights(m.Block(_config()), 8)(_x())}
+
+
 PROBES: dict[str, list[Probe]] = {
     "attention": [
         Probe("softmax", ("test_softmax", "test_softmax_hidden"), _softmax),
         Probe("scaled_dot_product_attention", ("test_sdpa", "test_sdpa_hidden"), _attention),
         Probe("causal_mask", ("test_causal_mask", "test_causal_mask_hidden"), _causal_mask, atol=0.0),
+    ],
+    "multi_head_attention": [
+        Probe("split_heads", ("test_split_heads", "test_split_heads_hidden"), _split_heads, atol=0.0),
+        Probe("merge_heads", ("test_merge_heads", "test_merge_heads_hidden"), _merge_heads, atol=0.0),
+        Probe("causal_self_attention", ("test_causal_self_attention", "test_causal_self_attention_hidden"),
+              _self_attention, atol=1e-4),
+    ],
+    "feed_forward": [
+        Probe("gelu_exact", ("test_gelu_exact", "test_gelu_exact_hidden"), _gelu_exact),
+        Probe("gelu", ("test_gelu", "test_gelu_hidden"), _gelu),
+        Probe("mlp", ("test_mlp", "test_mlp_hidden"), _mlp, atol=1e-4),
+    ],
+    "residual_and_layernorm": [
+        Probe("LayerNorm", ("test_layernorm", "test_layernorm_hidden"), _layernorm, atol=1e-4),
+        Probe("Block", ("test_block", "test_block_hidden"), _block, atol=1e-4),
     ],
 }
 

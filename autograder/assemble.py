@@ -1,0 +1,146 @@
+"""``python -m autograder assemble``: do one student's own pieces, and only theirs, make a GPT that learns and writes?
+
+Chapter points test each piece against known-good earlier pieces. The assembly score is the one place a student's
+chapters are combined: their tokenizer, attention, MLP, blocks, model, training step and ``generate`` (no
+fallbacks), trained briefly on the course corpus in the sandbox (:mod:`autograder.assembly_child`). It passes when
+the validation loss falls below :data:`LOSS_FRACTION` of the untrained loss, ln(vocabulary), and the generated
+tokens are valid ids that decode to text. Reported separately from chapter points.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autograder.course import CommandError
+from autograder.grading import Grader, Settings, bind_autograder_files, die_with_parent, now
+from autograder.results import AssemblyResult, check_student_id
+from autograder.sandbox import SandboxUnavailable, check_available
+from llmcourse import registry
+
+#: Chapters whose pieces the assembled model is made of.
+REQUIRED = ("03_tokens_and_positions", "04a_attention", "04b_multi_head_attention", "04c_feed_forward",
+            "04d_residual_and_layernorm", "05a_gpt", "05b_training")
+GENERATION = "05c_generation"
+#: Pass mark: the validation loss after training, as a fraction of ln(vocab), the loss of a uniform guess.
+LOSS_FRACTION = 0.6
+
+
+def required_chapters(root: Path) -> list[str]:
+    """The chapters the assembly needs, among those the course has (it grows with the course)."""
+    present = set(registry.chapters_in(root / "solutions"))
+    return [c for c in (*REQUIRED, GENERATION) if c in present]
+
+
+def judge(student: str, report: dict, seconds: float) -> AssemblyResult:
+    """The verdict on the child's plain-JSON report (untrusted: every field is checked)."""
+    losses = [x for x in report.get("losses", []) if isinstance(x, (int, float))]
+    vocab = report.get("vocab_size")
+    bound = LOSS_FRACTION * math.log(vocab) if isinstance(vocab, int) and vocab > 1 else 0.0
+    base = dict(student=student, losses=[float(x) for x in losses][:1000], loss_bound=round(bound, 4),
+                duration_s=round(seconds, 1), graded_at=now())
+    if report.get("error"):
+        return AssemblyResult(status="failed", score=0.0, message=str(report["error"])[:800], **base)
+    if not bound:
+        return AssemblyResult(status="failed", score=0.0, message=f"no usable vocabulary size: {vocab!r}", **base)
+    val = report.get("val_loss")
+    if not isinstance(val, (int, float)) or not math.isfinite(val):
+        return AssemblyResult(status="failed", score=0.0, message=f"the validation loss is {val!r}", **base)
+    ids = report.get("generated_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+        return AssemblyResult(status="failed", score=0.0, message="generate returned invalid token ids", **base)
+    sample = str(report.get("sample", ""))[:500]
+    if val > bound:
+        return AssemblyResult(status="failed", score=0.0, sample=sample,
+                              message=f"the model did not learn enough: validation loss {val:.3f} nats/token, "
+                                      f"above the bound {bound:.3f} ({LOSS_FRACTION} x ln {vocab})", **base)
+    return AssemblyResult(status="passed", score=1.0, sample=sample,
+                          message=f"validation loss {val:.3f} nats/token (bound {bound:.3f})", **base)
+
+
+def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900) -> AssemblyResult:
+    check_student_id(student)
+    started = time.monotonic()
+    submitted = grader.root / "autograder" / "submitted" / student
+    needed = required_chapters(grader.root)
+    missing = [c for c in needed if not registry.notebook_path(submitted, c).is_file()]
+    if missing:
+        result = AssemblyResult(student, "incomplete", 0.0, f"no submission for {', '.join(missing)}",
+                                graded_at=now())
+        grader.store.save_assembly(result)
+        return result
+    grader.work.mkdir(parents=True, exist_ok=True)
+    job = Path(tempfile.mkdtemp(prefix=f"job-assemble-{student}-", dir=grader.work))
+    try:
+        tree = job / "tree"
+        for chapter in needed:  # only the notebooks, never anything else from the submission folder
+            target = registry.notebook_path(tree, chapter)
+            target.parent.mkdir(parents=True)
+            shutil.copyfile(registry.notebook_path(submitted, chapter), target)
+        out = job / "out"
+        sandbox = grader._sandbox(slot, [out], tree, {"LLMCOURSE_SOURCE": str(tree)}, readable=(tree,))
+        argv = [sys.executable, "-m", "autograder.assembly_child", str(out)]
+        if GENERATION in needed:
+            argv.append("--with-generation")
+        cmd = bind_autograder_files(sandbox.command(argv), ["assembly_child.py"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
+        if not sandbox.enabled:
+            env["LLMCOURSE_SOURCE"] = str(tree)
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=timeout, preexec_fn=die_with_parent, env=env,
+                           cwd=tree)
+            report = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000])
+            result = judge(student, report if isinstance(report, dict) else {}, time.monotonic() - started)
+        except subprocess.TimeoutExpired:
+            result = AssemblyResult(student, "timeout", 0.0, f"assembly did not finish within {timeout} s",
+                                    graded_at=now())
+        except (OSError, ValueError):
+            result = AssemblyResult(student, "error", 0.0, "the assembly crashed before reporting (a resource "
+                                    "limit, os._exit or a crash)", graded_at=now())
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+    grader.store.save_assembly(result)
+    return result
+
+
+def _assemble_command(args) -> int:
+    from tqdm import tqdm
+
+    settings = Settings(insecure=args.insecure, memory_gib=args.memory_gib)
+    grader = Grader(Path(args.root), settings)
+    if not settings.insecure:
+        try:
+            check_available()
+        except SandboxUnavailable as err:
+            raise CommandError(f"refusing to assemble: {err}") from None
+    students = args.student or grader.students()
+    if not students:
+        raise CommandError(f"no submissions in {grader.root / 'autograder' / 'submitted'} (run collect first)")
+    results = []
+    for student in tqdm(students, desc="assembling", unit="student", file=sys.stderr):
+        try:
+            results.append(assemble_one(grader, student, timeout=args.timeout))
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+    for r in results:
+        print(f"{r.student:20s} assembly {r.status:10s} {r.score:g}  {r.message}")
+    return 0
+
+
+def add_command(commands) -> None:
+    p = commands.add_parser(
+        "assemble", help="train and run a GPT made only of each student's own pieces (the assembly score)",
+        description=__doc__.split("\n\n")[1])
+    p.add_argument("--student", action="append", default=[], metavar="S", help="only this student (repeatable)")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per student")
+    p.add_argument("--memory-gib", type=float, default=Settings.memory_gib, help="memory for the sandbox")
+    p.add_argument("--insecure", action="store_true", help="run WITHOUT a sandbox (trusted code only)")
+    p.add_argument("--root", default=str(registry.COURSE_ROOT), help="the course folder (default: this repository)")
+    p.set_defaults(run=_assemble_command)

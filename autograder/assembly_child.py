@@ -1,0 +1,114 @@
+"""Inside the sandbox: assemble one student's own pieces into a GPT, train it briefly and let it write.
+
+    python -m autograder.assembly_child OUT_DIR
+
+``LLMCOURSE_SOURCE`` points at the student's submitted chapters and no chapter is sent to a fallback, so every
+piece is the student's: the tokenizer (chapter 3), the model with its attention, MLP and blocks (4a-5a), the
+training step (5b) and ``generate`` (5c). The result is plain JSON in ``OUT_DIR/assembly.json``; the grader
+decides. This file imports torch and the course library only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+#: The run, small enough for a couple of CPU minutes, long enough that a working model learns clearly.
+VOCAB_SIZE = 320
+TRAIN_CHARS, VAL_CHARS = 60_000, 8_000
+STEPS, BATCH, LR, WARMUP = 150, 16, 3e-3, 10
+PROMPT = "the cat "
+
+
+class Stage(Exception):
+    def __init__(self, stage: str, err: BaseException):
+        detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+        super().__init__(f"{stage}: {detail}"[:800])
+        self.stage = stage
+
+
+def stage(name: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
+        raise Stage(name, err) from err
+
+
+def assemble(report: dict, generation_chapter: bool) -> None:
+    import torch
+
+    from llmcourse.data import train_val_text
+
+    torch.manual_seed(0)
+    train_text, val_text = train_val_text(TRAIN_CHARS, VAL_CHARS, seed=0)
+
+    tokens = stage("import chapter 3 (tokens_and_positions)", __import__,
+                   "llmcourse.chapters.tokens_and_positions", fromlist=["BPETokenizer"])
+    tokenizer = stage("chapter 3: BPETokenizer.train", tokens.BPETokenizer.train, train_text[:30_000], VOCAB_SIZE)
+    sample = val_text[:1000]
+    decoded = stage("chapter 3: encode/decode", lambda: tokenizer.decode(tokenizer.encode(sample)))
+    if decoded != sample:
+        raise Stage("chapter 3: encode/decode", ValueError("decode(encode(text)) is not the text"))
+    train_ids = torch.tensor(stage("chapter 3: encode", tokenizer.encode, train_text), dtype=torch.long)
+    val_ids = torch.tensor(stage("chapter 3: encode", tokenizer.encode, val_text), dtype=torch.long)
+    report["chars_per_token"] = len(train_text) / len(train_ids)
+
+    gpt = stage("import chapter 5a (gpt)", __import__, "llmcourse.chapters.gpt", fromlist=["GPT"])
+    config = stage("chapter 5a: preset", gpt.preset, "course-tiny", vocab_size=tokenizer.vocab_size)
+    model = stage("chapter 5a: GPT(config)", gpt.GPT, config)
+
+    training = stage("import chapter 5b (training)", __import__, "llmcourse.chapters.training",
+                     fromlist=["train_step"])
+    optimizer = stage("chapter 5b: configure_optimizer", training.configure_optimizer, model, 0.1, LR)
+    generator = torch.Generator().manual_seed(0)
+    block = config.block_size
+    model.train()
+    for step in range(STEPS):
+        x, y = stage("chapter 5b: get_batch", training.get_batch, train_ids, block, BATCH, generator)
+        lr = stage("chapter 5b: lr_at", training.lr_at, step, LR, WARMUP, STEPS, LR / 10)
+        loss, _ = stage("chapter 5b: train_step", training.train_step, model, optimizer, x, y, lr)
+        report["losses"].append(float(loss))
+    model.eval()
+    report["val_loss"] = float(stage("chapter 5b: estimate_loss", training.estimate_loss, model, val_ids, block))
+    report["vocab_size"] = int(tokenizer.vocab_size)
+
+    prompt = torch.tensor([tokenizer.encode(PROMPT)], dtype=torch.long)
+    if generation_chapter:
+        generation = stage("import chapter 5c (generation)", __import__, "llmcourse.chapters.generation",
+                           fromlist=["generate"])
+        with torch.no_grad():
+            out = stage("chapter 5c: generate", generation.generate, model, prompt, max_new_tokens=40,
+                        no_repeat_ngram_size=2)
+    else:  # the course has no generation chapter yet: the plainest greedy loop, on the student's model
+        with torch.no_grad():
+            out = prompt
+            for _ in range(40):
+                logits = stage("chapter 5a: forward", model, out[:, -block:])[0]
+                out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    ids = [int(t) for t in out[0].tolist()]
+    report["generated_ids"] = ids
+    report["sample"] = stage("chapter 3: decode", tokenizer.decode, ids)
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0])
+    report = {"losses": [], "val_loss": None, "sample": "", "generated_ids": [], "error": None, "stage": None}
+    started = time.monotonic()
+    try:
+        assemble(report, generation_chapter="--with-generation" in argv)
+    except Stage as err:
+        report["error"], report["stage"] = str(err), err.stage
+    except BaseException as err:  # noqa: BLE001
+        report["error"] = f"{type(err).__name__}: {err}"[:800]
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["losses"] = [x if math.isfinite(x) else None for x in report["losses"]]
+    (out / "assembly.json").write_text(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
