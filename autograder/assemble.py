@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from autograder.course import CommandError
-from autograder.grading import Grader, Settings, bind_autograder_files, die_with_parent, now
+from autograder.grading import Grader, Settings, die_with_parent, grader_files, now
 from autograder.results import AssemblyResult, check_student_id
 from autograder.sandbox import SandboxUnavailable, check_available
 from llmcourse import registry
@@ -85,11 +85,12 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
             target.parent.mkdir(parents=True)
             shutil.copyfile(registry.notebook_path(submitted, chapter), target)
         out = job / "out"
-        sandbox = grader._sandbox(slot, [out], tree, {"LLMCOURSE_SOURCE": str(tree)}, readable=(tree,))
+        sandbox = grader._sandbox(slot, [out], tree, {"LLMCOURSE_SOURCE": str(tree)},
+                                  readable=(tree, *grader_files("assembly_child.py")))
         argv = [sys.executable, "-m", "autograder.assembly_child", str(out)]
         if GENERATION in needed:
             argv.append("--with-generation")
-        cmd = bind_autograder_files(sandbox.command(argv), ["assembly_child.py"])
+        cmd = sandbox.command(argv)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
         if not sandbox.enabled:
             env["LLMCOURSE_SOURCE"] = str(tree)

@@ -289,9 +289,9 @@ class Grader:
         student_tree = job / "autograder" / "autograded" / student
         out = job / "probe-out"
         env = {"LLMCOURSE_SOURCE": str(student_tree), "LLMCOURSE_FALLBACK": ",".join(earlier_modules(chapter))}
-        sandbox = self._sandbox(slot, [out], student_tree / chapter, env, readable=(student_tree,))
+        sandbox = self._sandbox(slot, [out], student_tree / chapter, env,
+                                readable=(student_tree, *grader_files("probes.py")))
         cmd = sandbox.command([sys.executable, "-m", "autograder.probes", module, str(out)])
-        cmd = bind_autograder_files(cmd, ["probes.py"])
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
                                   timeout=max(60, self.settings.cell_timeout), preexec_fn=die_with_parent)
@@ -373,16 +373,10 @@ def _failure_message(cell: dict) -> str:
     return ""
 
 
-def bind_autograder_files(cmd: list[str], names: list[str]) -> list[str]:
-    """Make ``autograder.<name>`` (and nothing else of the grader) importable in a sandbox: bind those files and
-    the package's ``__init__.py`` read-only."""
-    if not cmd or not cmd[0].endswith("bwrap"):
-        return cmd
+def grader_files(*names: str) -> tuple[Path, ...]:
+    """The files that make ``autograder.<name>`` (and nothing else of the grader) importable in a sandbox."""
     package = Path(__file__).resolve().parent
-    extra = ["--perms", "0755", "--dir", str(package)]
-    for name in ["__init__.py", *names]:
-        extra += ["--ro-bind", str(package / name), str(package / name)]
-    return [cmd[0], *extra, *cmd[1:]]
+    return tuple(package / name for name in ("__init__.py", *names))
 
 
 def _read_probe_output(out: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

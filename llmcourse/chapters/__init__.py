@@ -94,11 +94,13 @@ def _fallback_spec(fullname: str, name: str):
 
 
 def reload_all() -> None:
-    """Forget every imported chapter module, so the next import reads the notebooks again."""
-    for name in [n for n in sys.modules if n.startswith(PREFIX)]:
+    """Forget every imported chapter module, so the next import reads the notebooks again. The fallback modules
+    go too: they hold classes of the earlier chapters they build on."""
+    fallbacks = "llmcourse.fallbacks."
+    for name in [n for n in sys.modules if n.startswith((PREFIX, fallbacks))]:
         del sys.modules[name]
         parent_attr = name[len(PREFIX):]
-        if parent_attr in globals():
+        if name.startswith(PREFIX) and parent_attr in globals():
             del globals()[parent_attr]
 
 
