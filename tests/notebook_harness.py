@@ -150,3 +150,23 @@ def rejected_by(path: Path, grade_id: str, source: str) -> set[str]:
     """The graded cells that fail when the solution cell ``grade_id`` is replaced by ``source``."""
     fast = _essentials_suffice(str(path), Path(path).stat().st_mtime)
     return failed(run_notebook(path, replace={grade_id: source}, only_essential=fast))
+
+
+def wrong_answer_tests(solution: Path, wrong_answers: dict[str, tuple[str, str, set[str]]]):
+    """The two tests every chapter runs on its plausible wrong answers (``label -> (solution grade_id, wrong
+    source, graded cells that must reject it)``): each is rejected by its cells, and every graded cell rejects
+    at least one. A chapter's test module assigns them to test_* names."""
+    import pytest
+
+    @pytest.mark.parametrize("label", list(wrong_answers))
+    def test_wrong_answer_is_rejected(label):
+        cell, source, must_fail = wrong_answers[label]
+        rejected = rejected_by(solution, cell, source)
+        assert must_fail <= rejected, f"{label}: not rejected by {sorted(must_fail - rejected)}"
+
+    def test_every_graded_test_rejects_some_wrong_answer():
+        rejecting = set().union(*(must for _, _, must in wrong_answers.values()))
+        graded = {r.grade_id for r in run_notebook(solution) if r.graded}
+        assert graded == rejecting, f"graded cells that reject no wrong answer: {sorted(graded - rejecting)}"
+
+    return test_wrong_answer_is_rejected, test_every_graded_test_rejects_some_wrong_answer

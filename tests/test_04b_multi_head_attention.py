@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 from conftest import ROOT
-from notebook_harness import rejected_by, run_notebook
+from notebook_harness import rejected_by, wrong_answer_tests
 
 CHAPTER = "04b_multi_head_attention"
 SOLUTION = ROOT / "solutions" / CHAPTER / f"{CHAPTER}.ipynb"
@@ -122,17 +122,8 @@ def test_correct_forward_template_passes():
     assert rejected_by(SOLUTION, "causal_self_attention", attention_with_forward()) == set()
 
 
-@pytest.mark.parametrize("label", list(WRONG_ANSWERS))
-def test_wrong_answer_is_rejected(label):
-    cell, source, must_fail = WRONG_ANSWERS[label]
-    rejected = rejected_by(SOLUTION, cell, source)
-    assert must_fail <= rejected, f"{label}: not rejected by {sorted(must_fail - rejected)}"
-
-
-def test_every_graded_test_rejects_some_wrong_answer():
-    rejecting = set().union(*(must for _, _, must in WRONG_ANSWERS.values()))
-    graded = {r.grade_id for r in run_notebook(SOLUTION) if r.graded}
-    assert graded == rejecting
+test_wrong_answer_is_rejected, test_every_graded_test_rejects_some_wrong_answer = wrong_answer_tests(
+    SOLUTION, WRONG_ANSWERS)
 
 
 def _modules(monkeypatch):
