@@ -96,12 +96,11 @@ def _fallback_spec(fullname: str, name: str):
 def reload_all() -> None:
     """Forget every imported chapter module, so the next import reads the notebooks again. The fallback modules
     go too: they hold classes of the earlier chapters they build on."""
-    fallbacks = "llmcourse.fallbacks."
-    for name in [n for n in sys.modules if n.startswith((PREFIX, fallbacks))]:
+    for name in [n for n in sys.modules if n.startswith((PREFIX, "llmcourse.fallbacks."))]:
         del sys.modules[name]
-        parent_attr = name[len(PREFIX):]
-        if name.startswith(PREFIX) and parent_attr in globals():
-            del globals()[parent_attr]
+        package, _, attr = name.rpartition(".")
+        if package in sys.modules and hasattr(sys.modules[package], attr):
+            delattr(sys.modules[package], attr)  # so that "from package import attr" imports it anew
 
 
 def install() -> None:

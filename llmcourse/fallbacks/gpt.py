@@ -157,6 +157,12 @@ class GPT(nn.Module):
             hf.save_pretrained(path)
         return Path(path)
 
+    def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Chapter 5c's ``generate(self, input_ids, **kwargs)``, with Hugging Face's generate() arguments."""
+        from llmcourse.chapters.generation import generate  # chapter 5c; imported here, so 5a works without it
+
+        return generate(self, input_ids, **kwargs)
+
 
 def from_gpt2_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A GPT-2 checkpoint's tensors under the GPT's names and in nn.Linear's layout (buffers, lm_head dropped)."""
