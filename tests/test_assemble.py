@@ -1,0 +1,84 @@
+"""python -m autograder assemble: a student's own pieces, and only theirs, train and generate (or say why not)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_grading import sandbox_or_skip
+
+from autograder.assemble import LOSS_FRACTION, judge, required_chapters
+from autograder.results import ResultStore
+
+pytestmark = pytest.mark.slow
+
+
+def submit_reference(root: Path, student: str, chapters: list[str], edit: dict[str, tuple[str, str]] | None = None):
+    """The instructor notebooks as one student's submission; ``edit`` replaces text in a chapter's notebook."""
+    for chapter in chapters:
+        text = (ROOT / "solutions" / chapter / f"{chapter}.ipynb").read_text()
+        if edit and chapter in edit:
+            old, new = edit[chapter]
+            assert old in text, f"{chapter}: {old!r} not found"
+            text = text.replace(old, new)
+        path = root / "autograder" / "submitted" / student / chapter / f"{chapter}.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def assembled(tmp_path_factory):
+    sandbox_or_skip()
+    root = tmp_path_factory.mktemp("assembly")
+    needed = required_chapters(ROOT)
+    for chapter in needed:
+        shutil.copytree(ROOT / "solutions" / chapter, root / "solutions" / chapter)
+    submit_reference(root, "works", needed)
+    # a training step that never updates the weights: every piece imports and runs, but nothing learns
+    submit_reference(root, "never_steps", needed, {"05b_training": ('"    optimizer.step()\\n",', '"    pass\\n",')})
+    # an MLP that crashes: the error names the chapter
+    submit_reference(root, "broken_mlp", needed, {"04c_feed_forward": ("def gelu(x", "def gelu(x, _broken")})
+    submit_reference(root, "incomplete", [c for c in needed if c != "04c_feed_forward"])
+    proc = subprocess.run([sys.executable, "-m", "autograder", "assemble", "--root", str(root)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ResultStore(root / "autograder" / "results").assemblies()
+
+
+def test_the_reference_pieces_assemble_into_a_model_that_learns_and_writes(assembled):
+    result = assembled["works"]
+    assert (result["status"], result["score"]) == ("passed", 1.0), result["message"]
+    assert result["losses"][-1] < result["losses"][0]
+    assert result["sample"].startswith("the cat ") and len(result["sample"]) > len("the cat ") + 20
+
+
+def test_a_model_that_does_not_learn_fails(assembled):
+    result = assembled["never_steps"]
+    assert (result["status"], result["score"]) == ("failed", 0.0)
+    assert "did not learn enough" in result["message"]
+
+
+def test_a_crashing_piece_fails_and_names_its_chapter(assembled):
+    result = assembled["broken_mlp"]
+    assert (result["status"], result["score"]) == ("failed", 0.0)
+    assert "chapter" in result["message"] and "TypeError" in result["message"]
+
+
+def test_a_missing_chapter_makes_the_assembly_incomplete(assembled):
+    result = assembled["incomplete"]
+    assert (result["status"], result["score"]) == ("incomplete", 0.0)
+    assert "04c_feed_forward" in result["message"]
+
+
+def test_judge_checks_every_field_of_the_untrusted_report():
+    good = {"losses": [5.0, 2.0], "val_loss": 2.0, "vocab_size": 320, "generated_ids": [1, 2, 3], "sample": "ab"}
+    assert judge("s", good, 1.0).status == "passed"
+    bound = LOSS_FRACTION * 5.768320995
+    assert judge("s", {**good, "val_loss": bound + 0.01}, 1.0).status == "failed"
+    for bad in ({"val_loss": float("nan")}, {"val_loss": "1.0"}, {"generated_ids": [1, 999]},
+                {"generated_ids": []}, {"generated_ids": ["1"]}, {"vocab_size": "320"}, {"error": "boom"}):
+        assert judge("s", {**good, **bad}, 1.0).status == "failed", bad
