@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import nbformat
-from nbgrader.utils import compute_checksum, is_grade, is_locked, is_solution
+from nbgrader.utils import compute_checksum, is_solution
 
 from autograder.course import CommandError, run_nbgrader
 from llmcourse import registry
@@ -122,8 +122,7 @@ def name_stubs(nb, chapter: str, where: str) -> nbformat.NotebookNode:
             return f'{match["indent"]}raise NotImplementedError("{text}")'
 
         cell.source = STUB_RE.sub(stub, cell.source)
-        if is_solution(cell) or is_grade(cell) or is_locked(cell):
-            cell.metadata.nbgrader["checksum"] = compute_checksum(cell)
+        cell.metadata.nbgrader["checksum"] = compute_checksum(cell)  # nbgrader's checksum of the new source
     return nb
 
 
