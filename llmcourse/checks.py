@@ -10,11 +10,14 @@ AssertionError: softmax(x): values differ: max abs error 0.5 at index (1,): got 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import importlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["check_shape", "check_dtype", "check_close", "check_tokens", "check"]
+__all__ = ["check_shape", "check_dtype", "check_close", "check_tokens", "check", "builtins_unavailable",
+           "BuiltinUnavailable", "OWN_WORK"]
 
 
 def check(condition: bool, message: str) -> None:
@@ -110,3 +113,73 @@ def check_tokens(actual, expected, name: str = "tokens") -> None:
         raise AssertionError(
             f"{name}: the first {min(len(a), len(e))} tokens agree, but got {len(a)} tokens, expected {len(e)}"
         )
+
+
+#: Where writing an operation that PyTorch already has *is* the exercise, the graded checks run the student's
+#: function with these built-ins unavailable (an exercise name -> the dotted names of the built-ins that would
+#: do the whole job in one call).
+OWN_WORK: dict[str, tuple[str, ...]] = {
+    "softmax": ("torch.softmax", "torch.Tensor.softmax", "torch.nn.functional.softmax", "torch.special.softmax",
+                "torch.log_softmax", "torch.Tensor.log_softmax", "torch.nn.functional.log_softmax",
+                "torch.special.log_softmax", "torch._softmax"),
+    "scaled_dot_product_attention": ("torch.nn.functional.scaled_dot_product_attention",
+                                     "torch.nn.functional.multi_head_attention_forward"),
+    "gelu": ("torch.nn.functional.gelu",),
+    "layer_norm": ("torch.nn.functional.layer_norm", "torch.layer_norm", "torch.native_layer_norm"),
+}
+
+
+class BuiltinUnavailable(AssertionError):
+    """The student's function called a built-in that the exercise asks them to write themselves."""
+
+
+def _resolve(dotted: str):
+    """(the object that holds the attribute, the attribute's name) for ``torch.nn.functional.gelu``."""
+    module_name, _, attr = dotted.rpartition(".")
+    parts = module_name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            owner = getattr(owner, part)
+        return owner, attr
+    raise ImportError(dotted)
+
+
+@contextlib.contextmanager
+def builtins_unavailable(*exercises: str) -> Iterator[None]:
+    """Inside the block, calling a built-in of :data:`OWN_WORK` for ``exercises`` raises
+    :class:`BuiltinUnavailable` that says which exercise wants the student's own code. The built-ins come back
+    after the block.
+
+    >>> with builtins_unavailable("softmax"):
+    ...     softmax(x)          # passes only if softmax is written without torch.softmax & co.
+    """
+    saved = []
+    try:
+        for exercise in exercises:
+            for dotted in OWN_WORK[exercise]:
+                try:
+                    owner, attr = _resolve(dotted)
+                except (ImportError, AttributeError):
+                    continue
+                if not hasattr(owner, attr):
+                    continue
+                own = attr in vars(owner)  # a class may inherit it: then restoring means deleting ours
+                saved.append((owner, attr, own, vars(owner)[attr] if own else None))
+
+                def unavailable(*args, _name=dotted, _exercise=exercise, **kwargs):
+                    raise BuiltinUnavailable(
+                        f"{_name} is not available here: this exercise is to write {_exercise} yourself, from "
+                        "the formula (basic tensor operations such as exp, sum, max, mean, matmul are fine)")
+
+                setattr(owner, attr, unavailable)
+        yield
+    finally:
+        for owner, attr, own, original in reversed(saved):
+            if own:
+                setattr(owner, attr, original)
+            else:
+                delattr(owner, attr)

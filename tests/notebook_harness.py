@@ -160,9 +160,18 @@ def wrong_answer_tests(solution: Path, wrong_answers: dict[str, tuple[str, str, 
 
     @pytest.mark.parametrize("label", list(wrong_answers))
     def test_wrong_answer_is_rejected(label):
+        from probe_harness import outside_verdicts
+
         cell, source, must_fail = wrong_answers[label]
         rejected = rejected_by(solution, cell, source)
         assert must_fail <= rejected, f"{label}: not rejected by {sorted(must_fail - rejected)}"
+        # the points come from the outside checks: they must reject it too, and agree with the notebook's own
+        # tests cell by cell (else an honest mistake would be flagged as a disagreement)
+        outside = outside_verdicts(solution, {cell: source})
+        failed_outside = {c for c, (verdict, _) in outside.items() if verdict != "pass"}
+        assert failed_outside == rejected, (
+            f"{label}: the notebook's tests reject {sorted(rejected)}, the outside checks "
+            f"{sorted(failed_outside)}: {({c: outside[c][1] for c in failed_outside ^ rejected if c in outside})}")
 
     def test_every_graded_test_rejects_some_wrong_answer():
         rejecting = set().union(*(must for _, _, must in wrong_answers.values()))
