@@ -4,7 +4,10 @@ Chapter points test each piece against known-good earlier pieces. The assembly s
 chapters are combined: their tokenizer, attention, MLP, blocks, model, training step and ``generate`` (no
 fallbacks), trained briefly on the course corpus in the sandbox (:mod:`autograder.assembly_child`). It passes when
 the validation loss falls below :data:`LOSS_FRACTION` of the untrained loss, ln(vocabulary), and the generated
-tokens are valid ids that decode to text. Reported separately from chapter points.
+tokens are valid ids that decode to text. The child runs the student's code, so the grader does not take its word
+for the loss: it loads the trained weights and tokenizer the child saved (data: safetensors, vocab.json,
+merges.txt) into the course's reference GPT and measures the validation loss itself
+(:mod:`autograder.assembly_judge`). Reported separately from chapter points.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import time
 from pathlib import Path
 
 from autograder.course import CommandError
-from autograder.grading import Grader, Settings, die_with_parent, grader_files, now
+from autograder.grading import Grader, Settings, die_with_parent, now
 from autograder.results import AssemblyResult, check_student_id
-from autograder.sandbox import SandboxUnavailable, check_available
+from autograder.sandbox import SandboxUnavailable, grader_files
 from llmcourse import registry
 
 #: Chapters whose pieces the assembled model is made of.
@@ -47,7 +50,8 @@ def judge(student: str, report: dict, seconds: float) -> AssemblyResult:
     base = dict(student=student, losses=[float(x) for x in losses][:1000], loss_bound=round(bound, 4),
                 duration_s=round(seconds, 1), graded_at=now())
     if report.get("error"):
-        return AssemblyResult(status="failed", score=0.0, message=str(report["error"])[:800], **base)
+        status = "error" if report.get("grader_failed") else "failed"
+        return AssemblyResult(status=status, score=0.0, message=str(report["error"])[:800], **base)
     if not bound:
         return AssemblyResult(status="failed", score=0.0, message=f"no usable vocabulary size: {vocab!r}", **base)
     val = report.get("val_loss")
@@ -57,36 +61,71 @@ def judge(student: str, report: dict, seconds: float) -> AssemblyResult:
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
         return AssemblyResult(status="failed", score=0.0, message="generate returned invalid token ids", **base)
     sample = str(report.get("sample", ""))[:500]
+    claimed = report.get("claimed_val_loss")
+    note = ""
+    if isinstance(claimed, (int, float)) and math.isfinite(claimed) and abs(claimed - val) > 0.1:
+        note = f"; the student's own code reported {claimed:.3f}, the grader measured this on the saved weights"
     if val > bound:
         return AssemblyResult(status="failed", score=0.0, sample=sample,
                               message=f"the model did not learn enough: validation loss {val:.3f} nats/token, "
-                                      f"above the bound {bound:.3f} ({LOSS_FRACTION} x ln {vocab})", **base)
+                                      f"above the bound {bound:.3f} ({LOSS_FRACTION} x ln {vocab}){note}", **base)
     return AssemblyResult(status="passed", score=1.0, sample=sample,
-                          message=f"validation loss {val:.3f} nats/token (bound {bound:.3f})", **base)
+                          message=f"validation loss {val:.3f} nats/token (bound {bound:.3f}){note}", **base)
+
+
+def measure(out: Path, job: Path, timeout: int = 600) -> dict:
+    """The grader's own measurement of the trained model in ``out`` (:mod:`autograder.assembly_judge`), in a
+    process of its own with every chapter on its public fallback, started in an empty folder."""
+    empty = job / "judge"
+    empty.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
+    env.update(LLMCOURSE_FALLBACK="all", LLMCOURSE_SOURCE=str(empty), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "autograder.assembly_judge", str(out)], cwd=empty, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    try:
+        found = json.loads(proc.stdout.strip().splitlines()[-1])
+        return found if isinstance(found, dict) else {"error": "the measurement said nothing", "grader_failed": True}
+    except (ValueError, IndexError):
+        return {"error": f"the measurement failed: {proc.stderr.strip()[-300:]}", "grader_failed": True}
+
+
+def trusted_report(report: dict, out: Path, job: Path) -> dict:
+    """The child's report with what decides the verdict replaced by the grader's own measurement: the validation
+    loss, the vocabulary size and the decoded sample. What the child claimed is kept as ``claimed_val_loss``."""
+    if report.get("error"):
+        return report
+    measured = measure(out, job)
+    trusted = {**report, "claimed_val_loss": report.get("val_loss")}
+    if measured.get("error"):
+        trusted["error"] = measured["error"]
+        trusted["grader_failed"] = bool(measured.get("grader_failed"))
+        return trusted
+    trusted.update(val_loss=measured["val_loss"], vocab_size=measured["vocab_size"],
+                   sample=measured.get("sample", ""))
+    return trusted
 
 
 def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900) -> AssemblyResult:
     check_student_id(student)
     started = time.monotonic()
-    submitted = grader.root / "autograder" / "submitted" / student
     needed = required_chapters(grader.root)
-    missing = [c for c in needed if not registry.notebook_path(submitted, c).is_file()]
+    missing = [c for c in needed if not grader.layout.submission(student, c).is_file()]
     if missing:
         result = AssemblyResult(student, "incomplete", 0.0, f"no submission for {', '.join(missing)}",
                                 graded_at=now())
         grader.store.save_assembly(result)
         return result
-    grader.work.mkdir(parents=True, exist_ok=True)
-    job = Path(tempfile.mkdtemp(prefix=f"job-assemble-{student}-", dir=grader.work))
+    folder = grader.run_folder.path if grader.run_folder else Path(tempfile.gettempdir())
+    job = Path(tempfile.mkdtemp(prefix="assemble-", dir=folder))
     try:
         tree = job / "tree"
         for chapter in needed:  # only the notebooks, never anything else from the submission folder
             target = registry.notebook_path(tree, chapter)
             target.parent.mkdir(parents=True)
-            shutil.copyfile(registry.notebook_path(submitted, chapter), target)
+            shutil.copyfile(grader.layout.submission(student, chapter), target)
         out = job / "out"
-        sandbox = grader._sandbox(slot, [out], tree, {"LLMCOURSE_SOURCE": str(tree)},
-                                  readable=(tree, *grader_files("assembly_child.py")))
+        sandbox = grader.sandboxes.make("assembly", slot, [out], tree, {"LLMCOURSE_SOURCE": str(tree)},
+                                        readable=(tree, *grader_files("assembly_child.py")))
         argv = [sys.executable, "-m", "autograder.assembly_child", str(out)]
         if GENERATION in needed:
             argv.append("--with-generation")
@@ -98,7 +137,8 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
             subprocess.run(cmd, capture_output=True, timeout=timeout, preexec_fn=die_with_parent, env=env,
                            cwd=tree)
             report = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000])
-            result = judge(student, report if isinstance(report, dict) else {}, time.monotonic() - started)
+            report = trusted_report(report if isinstance(report, dict) else {}, out, job)
+            result = judge(student, report, time.monotonic() - started)
         except subprocess.TimeoutExpired:
             result = AssemblyResult(student, "timeout", 0.0, f"assembly did not finish within {timeout} s",
                                     graded_at=now())
@@ -114,22 +154,25 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
 def _assemble_command(args) -> int:
     from tqdm import tqdm
 
+    from autograder.grading import RunFolder
+
     settings = Settings(insecure=args.insecure, memory_gib=args.memory_gib)
     grader = Grader(Path(args.root), settings)
-    if not settings.insecure:
-        try:
-            check_available()
-        except SandboxUnavailable as err:
-            raise CommandError(f"refusing to assemble: {err}") from None
+    try:
+        grader.sandboxes.check()
+    except SandboxUnavailable as err:
+        raise CommandError(f"refusing to assemble: {err}") from None
     students = args.student or grader.students()
     if not students:
-        raise CommandError(f"no submissions in {grader.root / 'autograder' / 'submitted'} (run collect first)")
+        raise CommandError(f"no submissions in {grader.layout.submitted} (run collect first)")
     results = []
-    for student in tqdm(students, desc="assembling", unit="student", file=sys.stderr):
-        try:
-            results.append(assemble_one(grader, student, timeout=args.timeout))
-        except ValueError as err:
-            raise CommandError(str(err)) from None
+    with RunFolder(grader.layout, "assemble") as folder:
+        grader.run_folder = folder
+        for student in tqdm(students, desc="assembling", unit="student", file=sys.stderr):
+            try:
+                results.append(assemble_one(grader, student, timeout=args.timeout))
+            except ValueError as err:
+                raise CommandError(str(err)) from None
     for r in results:
         print(f"{r.student:20s} assembly {r.status:10s} {r.score:g}  {r.message}")
     return 0

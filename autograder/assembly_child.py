@@ -4,8 +4,10 @@
 
 ``LLMCOURSE_SOURCE`` points at the student's submitted chapters and no chapter is sent to a fallback, so every
 piece is the student's: the tokenizer (chapter 3), the model with its attention, MLP and blocks (4a-5a), the
-training step (5b) and ``generate`` (5c). The result is plain JSON in ``OUT_DIR/assembly.json``; the grader
-decides. This file imports torch and the course library only.
+training step (5b) and ``generate`` (5c). The result is plain JSON in ``OUT_DIR/assembly.json``, with the
+trained weights (``model.safetensors``) and tokenizer (``tokenizer/``) beside it: the grader measures the model
+itself from those (:mod:`autograder.assembly_judge`), since this process runs the student's code. This file imports
+torch and the course library only.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def stage(name: str, fn, *args, **kwargs):
         raise Stage(name, err) from err
 
 
-def assemble(report: dict, generation_chapter: bool) -> None:
+def assemble(report: dict, generation_chapter: bool):
     import torch
 
     from llmcourse.data import train_val_text
@@ -92,6 +94,17 @@ def assemble(report: dict, generation_chapter: bool) -> None:
     ids = [int(t) for t in out[0].tolist()]
     report["generated_ids"] = ids
     report["sample"] = stage("chapter 3: decode", tokenizer.decode, ids)
+    return model, tokenizer
+
+
+def save_data(out: Path, model, tokenizer) -> None:
+    """The trained weights and the tokenizer, as data the grader measures on its own (safetensors, GPT-2's
+    vocab.json and merges.txt)."""
+    from safetensors.torch import save_file
+
+    state = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    tokenizer.save(out / "tokenizer")
 
 
 def main(argv: list[str]) -> int:
@@ -99,7 +112,8 @@ def main(argv: list[str]) -> int:
     report = {"losses": [], "val_loss": None, "sample": "", "generated_ids": [], "error": None, "stage": None}
     started = time.monotonic()
     try:
-        assemble(report, generation_chapter="--with-generation" in argv)
+        model, tokenizer = assemble(report, generation_chapter="--with-generation" in argv)
+        stage("saving the trained model and tokenizer", save_data, out, model, tokenizer)
     except Stage as err:
         report["error"], report["stage"] = str(err), err.stage
     except BaseException as err:  # noqa: BLE001

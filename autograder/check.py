@@ -7,10 +7,16 @@ error's name and message are printed, not the traceback. The exit status is 1 wh
 notebook cannot be run, 0 when every graded cell passes (``nbgrader validate`` always exits 0).
 
 Hidden tests are not in your notebook: their cells pass here and run for real when you are graded.
+
+Then the grader's **outside checks** of the visible tests run on your exported code (the ``#| export`` cells), in a
+process of their own, exactly as when you are graded: they are what earns the points. A function that passes
+the notebook's test but fails its outside check (say, it leans on a variable of the notebook that is not
+exported) is reported here. ``--no-outside`` skips them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -167,6 +173,50 @@ def report(chapter: str, cells: list[CellVerdict], stopped: str) -> tuple[str, b
     return "\n".join(lines), bool(graded) and len(passing) == len(graded) and not stopped
 
 
+def outside_preview(chapter: str, notebook: Path, timeout: float = 600) -> tuple[str, bool]:
+    """The grader's outside checks of the visible tests, on the exported cells of ``notebook`` (earlier chapters
+    on their fallbacks, as when grading), without a sandbox: it is the student's own code on their own machine."""
+    import os
+    import tempfile
+
+    from autograder.grading import earlier_modules, normalised_submission
+    from autograder.notebook_model import CourseNotebook
+    from autograder.outside import GraderError, OutsideCheck, compute_reference
+    from autograder.probes import chapter_probes
+
+    module = registry.module_name(chapter)
+    probes = chapter_probes(module)
+    if not probes:
+        return "", True
+    model = CourseNotebook.read(notebook)
+    hidden = {c.grade_id for c in model.graded() if c.source.strip() and all(
+        line.strip().startswith("#") or not line.strip() for line in c.source.splitlines())}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tree = tmp / "exported"
+        target = registry.notebook_path(tree, chapter)
+        target.parent.mkdir(parents=True)
+        target.write_text(json.dumps(normalised_submission(model, json.loads(notebook.read_text("utf-8")))))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
+        env.update(LLMCOURSE_SOURCE=str(tree), LLMCOURSE_FALLBACK=",".join(earlier_modules(chapter)))
+        try:
+            reference = compute_reference(module, tmp / "reference", timeout=timeout)
+            verdicts = OutsideCheck(module, reference, lambda argv, out: (argv, env),
+                                    timeout=150 + sum(p.timeout for p in probes)).run(tmp)
+        except GraderError as err:
+            return f"  the outside checks could not run here: {err}", True
+    lines = ["the grader's outside checks of the visible tests (these earn the points):"]
+    ok = True
+    for verdict in verdicts:
+        if verdict.cell in hidden:
+            continue
+        ok &= verdict.verdict == "pass"
+        lines.append(f"  {'PASS' if verdict.verdict == 'pass' else 'FAIL'} {verdict.cell}")
+        if verdict.detail:
+            lines.append(_indent(verdict.detail))
+    return "\n".join(lines), ok
+
+
 def run(args) -> int:
     root = course_root(args.root)
     try:
@@ -180,6 +230,11 @@ def run(args) -> int:
     ran, timed_out, stopped = execute(nb, path.parent, args.timeout, args.kernel)
     text, ok = report(chapter, verdicts(nb, ran, timed_out, args.timeout), stopped)
     print(text)
+    if not args.no_outside:
+        print(f"{chapter}: running the grader's outside checks of your exported code ...", flush=True)
+        outside, outside_ok = outside_preview(chapter, path)
+        print(outside)
+        ok = ok and outside_ok
     return 0 if ok else 1
 
 
@@ -196,5 +251,7 @@ def add_command(commands) -> None:
     p.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="time limit per cell (default: %(default)s)")
     p.add_argument("--kernel", default="python3", help="Jupyter kernel to run it in (default: %(default)s)")
+    p.add_argument("--no-outside", action="store_true",
+                   help="skip the grader's outside checks of your exported code (they earn the points)")
     add_root_argument(p)
     p.set_defaults(run=run)

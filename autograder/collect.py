@@ -41,6 +41,8 @@ from tqdm import tqdm
 
 from autograder.course import CommandError
 from autograder.gradesheet import add_root_argument, course_root
+from autograder.layout import CourseLayout
+from autograder.notebook_model import CourseNotebook
 from autograder.results import check_student_id
 from llmcourse import registry
 
@@ -327,14 +329,7 @@ def find_candidates(source: Path, tmp: Path, budget: Budget, outcome: Outcome) -
 
 def grade_ids(nb) -> set[str]:
     """The nbgrader grade ids of a notebook's cells (a notebook as plain JSON, whatever its shape)."""
-    cells = nb.get("cells") if isinstance(nb, dict) else None
-    found = set()
-    for cell in cells if isinstance(cells, list) else []:
-        meta = cell.get("metadata") if isinstance(cell, dict) else None
-        nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
-        if isinstance(nbgrader, dict) and isinstance(nbgrader.get("grade_id"), str):
-            found.add(nbgrader["grade_id"])
-    return found
+    return set(CourseNotebook.from_json(nb).grade_ids())
 
 
 def chapter_signatures(root: Path) -> dict[str, set[str]]:
@@ -495,7 +490,7 @@ def collect(source: Path, root: Path, chapter: str | None = None, force: bool = 
             else:
                 outcome.problem(candidate.shown, why)
         identified = assign_students([c for c in candidates if c.chapter], outcome)
-        place(one_per_chapter(identified, outcome), root / "autograder" / "submitted", force, outcome)
+        place(one_per_chapter(identified, outcome), CourseLayout(root).submitted, force, outcome)
     return outcome
 
 
@@ -523,7 +518,7 @@ def run(args) -> int:
         except KeyError as err:
             raise CommandError(err.args[0]) from None
     outcome = collect(source.resolve(), root, chapter, args.force)
-    print_outcome(outcome, root / "autograder" / "submitted")
+    print_outcome(outcome, CourseLayout(root).submitted)
     return 0 if outcome.placed else 1
 
 

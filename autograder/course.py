@@ -25,11 +25,13 @@ def run_nbgrader(args: list[str], root: Path = COURSE_ROOT, timeout: float | Non
     caller's ``LLMCOURSE_*`` settings are not passed on (a notebook imports from its own tree), except those
     in ``extra_env``.
     """
+    from autograder.layout import CourseLayout
+
     root = Path(root).resolve()
     cmd = [
         sys.executable, "-m", "nbgrader", *args,
         f"--CourseDirectory.root={root}",
-        f"--CourseDirectory.db_url=sqlite:///{root / 'autograder' / 'gradebook.db'}",
+        f"--CourseDirectory.db_url=sqlite:///{CourseLayout(root).gradebook}",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")} | (extra_env or {})
     # nbgrader runs tools of its environment by name (alembic, for the gradebook): find this Python's first

@@ -112,7 +112,8 @@ class ProgressLog:
 class OutsideCheck:
     """Run a chapter's probes on one student's module in sandboxes and judge them against the reference.
 
-    ``make_command(argv, out)`` returns the sandboxed command line for ``argv`` with ``out`` writable;
+    ``make_command(argv, out)`` returns (the sandboxed command line for ``argv`` with ``out`` writable, its
+    environment);
     ``timeout`` bounds one process (all probes); a probe's own limit is in the probe.
     """
 
@@ -176,13 +177,13 @@ class OutsideCheck:
         from autograder.sandbox import SandboxUnavailable
 
         try:
-            cmd = self.make_command(argv, out)
-        except SandboxUnavailable as err:
+            cmd, env = self.make_command(argv, out)
+        except (SandboxUnavailable, OSError) as err:
             return f"could not start ({err})"
         log_path = out.parent / f"{out.name}.log"
         try:
             with open(log_path, "wb") as log:
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                       timeout=self.timeout, preexec_fn=_die_with_parent)
             how = f"exited with status {proc.returncode}"
         except subprocess.TimeoutExpired:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.notebook_model import CourseNotebook
+
 MAX_BYTES = 20 * 1024**2  # a course notebook without outputs is < 100 kB; with outputs, a few MB
 
 
@@ -29,12 +31,7 @@ class Verdict:
 
 def graded_ids(nb: dict) -> list[str]:
     """grade_ids of the cells nbgrader knows (solution, test and locked cells), in order."""
-    ids = []
-    for cell in nb.get("cells", []):
-        meta = (cell.get("metadata") or {}).get("nbgrader") if isinstance(cell, dict) else None
-        if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str):
-            ids.append(meta["grade_id"])
-    return ids
+    return CourseNotebook.from_json(nb).grade_ids()
 
 
 def chapter_ids(sources: dict[str, Path]) -> dict[str, set[str]]:
@@ -73,7 +70,7 @@ def check_submission(path: Path, chapter: str, expected_ids: dict[str, set[str]]
     grade_ids, so that another chapter's notebook is recognised as such."""
     path = Path(path)
     if not path.is_file():
-        return Verdict("missing", f"no notebook at {path.name}")
+        return Verdict("missing", _missing_message(path))
     size = path.stat().st_size
     if size > MAX_BYTES:
         return Verdict("invalid", f"the notebook is {size / 1024**2:.1f} MB, more than the "
@@ -107,6 +104,19 @@ def check_submission(path: Path, chapter: str, expected_ids: dict[str, set[str]]
         return Verdict("invalid", f"none of the exercise or test cells of chapter {chapter} are in this notebook "
                                   "(was it re-created by copying cells into a new notebook?)", sha)
     return Verdict("ok", "", sha)
+
+
+def _missing_message(path: Path) -> str:
+    """Why there is no notebook at ``path``, naming what the folder holds instead (a notebook saved under another
+    name, say), so the student or instructor knows what to rename."""
+    expected = f"{path.parent.name}/{path.name}"
+    others = sorted(p.name for p in path.parent.glob("*.ipynb")) if path.parent.is_dir() else []
+    if others:
+        shown = ", ".join(repr(n) for n in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        return (f"no notebook named {path.name}: the folder {path.parent.name}/ holds {shown} instead. The "
+                f"grader reads only {expected}; rename the notebook to {path.name} (python -m autograder collect "
+                "places notebooks by their content, whatever their file name).")
+    return f"no notebook at {expected}"
 
 
 def _distinctive(expected_ids: dict[str, set[str]]) -> dict[str, set[str]]:

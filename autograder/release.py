@@ -28,12 +28,12 @@ import nbformat
 from nbgrader.utils import compute_checksum, is_solution
 
 from autograder.course import CommandError, run_nbgrader
+from autograder.notebook_model import BEGIN_HIDDEN, without_hidden
 from llmcourse import registry
 from llmcourse.notebook import is_export
 
 HIDE = "hide-input"
 REMOVE = "remove-cell"
-BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 EXERCISE_RE = re.compile(r"Exercise\s+(\d+[a-z]?\.\d+)")
 STUB_RE = re.compile(r"^(?P<indent>[ \t]*)raise NotImplementedError\(\)[ \t]*$", re.MULTILINE)
 VOLATILE_METADATA = ("execution", "collapsed", "scrolled", "ExecuteTime")
@@ -41,16 +41,8 @@ VOLATILE_METADATA = ("execution", "collapsed", "scrolled", "ExecuteTime")
 
 def _visible_code_outside_hidden(source: str) -> list[str]:
     """Lines of code (not comments or blank) outside the hidden-test block of a cell."""
-    lines, inside = [], False
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == BEGIN_HIDDEN:
-            inside = True
-        elif stripped == END_HIDDEN:
-            inside = False
-        elif not inside and stripped and not stripped.startswith("#"):
-            lines.append(line)
-    return lines
+    return [line for line in without_hidden(source).splitlines()
+            if line.strip() and not line.strip().startswith("#")]
 
 
 def normalize_source(nb, where: str) -> nbformat.NotebookNode:

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from autograder.course import AUTOGRADER_DIR
@@ -24,12 +24,24 @@ STUDENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 
 #: What happened to a submission, from best to worst.
 STATUSES = {
-    "graded": "graded",
-    "flagged": "graded, but an outside check disagreed with the notebook's own tests (tampering?)",
-    "timeout": "a cell or the whole submission ran out of time",
-    "crashed": "the notebook's kernel died (os._exit, a crash, or a resource limit)",
+    "graded": "graded: every point from the outside checks",
+    "flagged": "graded, but for some test the outside check and the notebook's own test disagreed (both are "
+               "shown; the points follow the outside check)",
+    "timeout": "a cell or the whole submission ran out of time (results of an older grader)",
+    "crashed": "the notebook's kernel died (results of an older grader)",
     "invalid": "the submitted file is not a usable notebook for this chapter",
     "missing": "no submission",
+    "grader-error": "not graded: the grader itself failed on this submission (see autograder/logs/); grade again",
+}
+
+#: How the notebook's own run (nbgrader, in the sandbox) went. It gives no points, so none of these costs any.
+NOTEBOOK_RUN = {
+    "ok": "ran to the end",
+    "cell-timeout": "a cell ran out of time and was interrupted",
+    "timeout": "did not finish in time",
+    "crashed": "its kernel died",
+    "failed": "nbgrader could not run it",
+    "": "",
 }
 
 
@@ -40,7 +52,9 @@ class CellResult:
     max_points: float
     passed: bool
     hidden: bool  # a hidden test: its source is never shown to the student
-    message: str = ""  # for a failed cell: the error ("AssertionError: ..."), never a traceback or source
+    message: str = ""  # for a failed cell: the outside check's diagnosis (the grader's own words)
+    kernel_passed: bool | None = None  # the notebook's own test in the kernel (None: it gave no verdict)
+    kernel_message: str = ""  # what that test said when it failed (student-controlled text: redact it)
 
 
 @dataclass
@@ -65,16 +79,23 @@ class Result:
     duration_s: float = 0.0
     graded_at: str = ""
     sandboxed: bool = True
+    notebook: str = ""  # how the notebook's own run went (a key of NOTEBOOK_RUN; "" before this field existed)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> Result:
-        data = dict(data)
-        data["cells"] = [CellResult(**c) for c in data.get("cells", [])]
-        data["probes"] = [ProbeResult(**p) for p in data.get("probes", [])]
+        """A result from its JSON; fields added or dropped between grader versions are tolerated."""
+        data = _known(cls, data)
+        data["cells"] = [CellResult(**_known(CellResult, c)) for c in data.get("cells", [])]
+        data["probes"] = [ProbeResult(**_known(ProbeResult, p)) for p in data.get("probes", [])]
         return cls(**data)
+
+
+def _known(cls, data: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in dict(data).items() if k in names}
 
 
 @dataclass
@@ -116,8 +137,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class ResultStore:
-    def __init__(self, folder: Path = RESULTS_DIR):
+    """``log_name`` is the completion log this process appends to: shards write their own (``log-2of8.jsonl``),
+    so machines never append to one file together; :meth:`log` reads them all."""
+
+    def __init__(self, folder: Path = RESULTS_DIR, log_name: str = "log.jsonl"):
         self.folder = Path(folder)
+        self.log_name = log_name
 
     def path(self, student: str, chapter: str) -> Path:
         return self.folder / check_student_id(student) / f"{chapter}.json"
@@ -127,7 +152,7 @@ class ResultStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"student": result.student, "chapter": result.chapter, "status": result.status,
                            "score": result.score, "graded_at": result.graded_at}) + "\n"
-        with open(self.folder / "log.jsonl", "a", encoding="utf-8") as log:
+        with open(self.folder / self.log_name, "a", encoding="utf-8") as log:
             log.write(line)
             log.flush()
             os.fsync(log.fileno())
@@ -157,7 +182,8 @@ class ResultStore:
         return found
 
     def log(self) -> list[dict]:
-        path = self.folder / "log.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """Every completion line, of every shard's log, oldest first."""
+        lines = []
+        for path in sorted(self.folder.glob("log*.jsonl")) if self.folder.is_dir() else []:
+            lines += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return sorted(lines, key=lambda entry: str(entry.get("graded_at", "")))

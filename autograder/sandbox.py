@@ -32,15 +32,6 @@ import llmcourse
 GiB = 1024**3
 SANDBOX_UID_BASE = 61000  # worker slot k runs as uid 61000 + k (no such user needs to exist)
 
-#: Warnings go to stdout inside the grading kernel: nbgrader fails a test cell on any stderr output, and a correct
-#: answer must not lose points because PyTorch warned about something.
-WARNINGS_TO_STDOUT = (
-    "import sys as _s, warnings as _w; "
-    "_w.showwarning = lambda m, c, f, l, file=None, line=None, _out=_s.stdout, _fmt=_w.formatwarning: "
-    "_out.write(_fmt(m, c, f, l, line)); del _s, _w"
-)
-
-
 class SandboxUnavailable(RuntimeError):
     """The sandbox cannot start here; the message says why and what to do."""
 
@@ -175,11 +166,12 @@ def bwrap_prefix(sandbox: Sandbox) -> list[str]:
 
 
 def check_available() -> None:
-    """Start a trivial sandbox, or raise :class:`SandboxUnavailable` saying why it cannot start here."""
-    sandbox = Sandbox(writable=[], cwd="/", uid=SANDBOX_UID_BASE if os.getuid() == 0 else None)
-    cmd = sandbox.command([sys.executable, "-c", "import llmcourse"])
+    """Start a trivial sandbox, or raise :class:`SandboxUnavailable` saying why it cannot start here: bubblewrap
+    missing or unable to create namespaces, or Python inside it unable to import the course library."""
+    uid = SANDBOX_UID_BASE if os.getuid() == 0 else None
+    bare = Sandbox(writable=[], cwd="/", uid=uid)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(bare.command(["/bin/true"]), capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise SandboxUnavailable(f"the sandbox could not start: {err}") from None
     if proc.returncode != 0:
@@ -189,6 +181,55 @@ def check_available() -> None:
             "namespaces are blocked here (inside Docker, run it with --privileged or a seccomp profile that allows "
             "them). Pass --insecure to grade without a sandbox (trusted code only)."
         )
+    proc = subprocess.run(bare.command([sys.executable, "-c", "import llmcourse, torch, nbformat"]),
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no message)"]
+        raise SandboxUnavailable(
+            f"the sandbox starts, but Python inside it cannot import the course's packages ({detail[0]}). The "
+            f"sandbox shows these folders read-only: {', '.join(readable_paths())}. Install the course into this "
+            f"Python (pip install -r requirements.txt) in a place other users may read"
+            + (f" (the sandbox runs as uid {uid})" if uid is not None else "") + "."
+        )
+
+
+#: uid offsets of the sandboxes of one grading worker: its notebook kernel, its outside checks and its assembly
+#: run as different users, so processes a student's notebook leaves behind never count against the checks' limit.
+ROLES = {"kernel": 0, "probe": 100, "assembly": 200}
+
+
+class SandboxFactory:
+    """Every sandbox of a grading run, made the same way: ``make(role, slot, ...)`` gives the sandbox of worker
+    ``slot`` for ``role`` ("kernel", "probe" or "assembly"), with that role's uid, the run's limits, and the
+    writable folders handed to that uid."""
+
+    def __init__(self, memory_gib: float = 4.0, cpu_seconds: int = 1800, insecure: bool = False):
+        self.limits = Limits(memory_bytes=int(memory_gib * GiB), cpu_seconds=max(60, int(cpu_seconds)))
+        self.insecure = insecure
+
+    def uid(self, role: str, slot: int) -> int | None:
+        return SANDBOX_UID_BASE + ROLES[role] + slot if os.getuid() == 0 and not self.insecure else None
+
+    def make(self, role: str, slot: int, writable: list[Path], cwd: Path, env: dict[str, str],
+             readable: tuple[Path, ...] = ()) -> Sandbox:
+        uid = self.uid(role, slot)
+        for path in writable:  # the sandbox user must be able to write there
+            Path(path).mkdir(parents=True, exist_ok=True)
+            if uid is not None:
+                os.chown(path, uid, uid)
+        return Sandbox(writable=[str(p) for p in writable], cwd=str(cwd), env=env, limits=self.limits, uid=uid,
+                       enabled=not self.insecure, readable=[str(p) for p in readable])
+
+    def check(self) -> None:
+        if not self.insecure:
+            check_available()
+
+
+def grader_files(*names: str) -> tuple[Path, ...]:
+    """The files (or folders) that make ``autograder.<name>`` (and nothing else of the grader) importable in a
+    sandbox: never the grading folders (submissions, results, gradebook) beside them."""
+    package = Path(__file__).resolve().parent
+    return tuple(package / name for name in ("__init__.py", *names))
 
 
 def write_kernelspec(folder: Path, settings: Path, name: str = "llmcourse-sandbox") -> None:
@@ -209,7 +250,7 @@ def launch_kernel(settings: Path, connection_file: str, extra: list[str]) -> Non
     if sandbox.uid is not None and sandbox.enabled:  # Jupyter writes it for its own user only (mode 0600)
         os.chown(connection_file, sandbox.uid, sandbox.uid)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
-            f"--IPKernelApp.exec_lines={WARNINGS_TO_STDOUT}", *extra]
+            "--IPKernelApp.exec_lines=import autograder.kernel_setup", *extra]
     cmd = sandbox.command(argv)
     os.execvp(cmd[0], cmd)
 

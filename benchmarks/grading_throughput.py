@@ -3,8 +3,9 @@
     python benchmarks/grading_throughput.py [--students 4] [--repeats 2]
 
 1. Sandbox overhead: one correct chapter-4a submission graded by ``autograder grade`` (sandbox, resource limits,
-   outside checks) against plain ``nbgrader autograde`` of the same notebook in the same kind of private course
-   folder, alternating, best of ``--repeats``. Target: <= 1.3x.
+   and the outside checks, which run the student's code a second time in a process of their own) against plain
+   ``nbgrader autograde`` of the same notebook in the same kind of private course folder, alternating, best of
+   ``--repeats``. Target: <= 1.6x (it was 1.3x before every point came from the outside checks).
 2. Class throughput: ``--students`` submissions graded with 1 worker, then with 2. Target: >= 1.6x on 2 cores
    (it cannot exceed the number of free cores; the script prints the machine's core count beside it).
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from autograder.course import run_nbgrader  # noqa: E402
-from autograder.grading import Grader, Settings  # noqa: E402
+from autograder.grading import Grader, RunFolder, Settings  # noqa: E402
 
 CHAPTER = "04a_attention"
 
@@ -64,8 +65,8 @@ def plain_nbgrader(folder: Path) -> float:
 
 def ours(folder: Path, students: list[str], workers: int) -> float:
     grader = Grader(folder, Settings())
-    grader.prepare([CHAPTER])  # the gradebook is made once per batch, like generate_assignment above
-    try:
+    with RunFolder(grader.layout, "benchmark") as run:
+        grader.prepare([CHAPTER], run)  # the gradebook and the reference are made once per batch
         started = time.perf_counter()
         jobs = [(s, CHAPTER) for s in students]
         if workers == 1:
@@ -73,8 +74,6 @@ def ours(folder: Path, students: list[str], workers: int) -> float:
         else:
             results = grader.run_prepared(jobs, workers)
         elapsed = time.perf_counter() - started
-    finally:
-        grader.cleanup()
     assert all(r.status == "graded" and r.score == r.max_score for r in results), [r.status for r in results]
     return elapsed
 
@@ -91,7 +90,7 @@ def main() -> None:
             plain.append(plain_nbgrader(make_course(tmp / f"plain{i}", ["s0"])))
             sandboxed.append(ours(make_course(tmp / f"ours{i}", ["s0"]), ["s0"], workers=1))
         print(f"one submission: plain nbgrader {min(plain):.1f} s, sandboxed grader {min(sandboxed):.1f} s "
-              f"-> overhead {min(sandboxed) / min(plain):.2f}x (target <= 1.3x)")
+              f"-> overhead {min(sandboxed) / min(plain):.2f}x (target <= 1.6x)")
         students = [f"s{i}" for i in range(args.students)]
         one = ours(make_course(tmp / "w1", students), students, workers=1)
         two = ours(make_course(tmp / "w2", students), students, workers=2)

@@ -21,8 +21,8 @@ def submit_reference(root: Path, student: str, chapters: list[str], edit: dict[s
     """The instructor notebooks as one student's submission; ``edit`` replaces text in a chapter's notebook."""
     for chapter in chapters:
         text = (ROOT / "solutions" / chapter / f"{chapter}.ipynb").read_text()
-        if edit and chapter in edit:
-            old, new = edit[chapter]
+        changes = (edit or {}).get(chapter, [])
+        for old, new in [changes] if isinstance(changes, tuple) else changes:
             assert old in text, f"{chapter}: {old!r} not found"
             text = text.replace(old, new)
         path = root / "autograder" / "submitted" / student / chapter / f"{chapter}.ipynb"
@@ -40,6 +40,12 @@ def assembled(tmp_path_factory):
     submit_reference(root, "works", needed)
     # a training step that never updates the weights: every piece imports and runs, but nothing learns
     submit_reference(root, "never_steps", needed, {"05b_training": ('"    optimizer.step()\\n",', '"    pass\\n",')})
+    # the same, and an estimate_loss that lies: the grader measures the loss itself, on the saved weights
+    signature = 'model: nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 32,\\n",'
+    fake_loss = (f'"def estimate_loss({signature}',
+                 f'"def estimate_loss(*args, **kwargs):\\n", "    return 0.01\\n", "\\n", "def _honest({signature}')
+    submit_reference(root, "forges_loss", needed,
+                     {"05b_training": [('"    optimizer.step()\\n",', '"    pass\\n",'), fake_loss]})
     # an MLP that crashes: the error names the chapter
     submit_reference(root, "broken_mlp", needed, {"04c_feed_forward": ("def gelu(x", "def gelu(x, _broken")})
     submit_reference(root, "incomplete", [c for c in needed if c != "04c_feed_forward"])
@@ -59,6 +65,12 @@ def test_the_reference_pieces_assemble_into_a_model_that_learns_and_writes(assem
 def test_a_model_that_does_not_learn_fails(assembled):
     result = assembled["never_steps"]
     assert (result["status"], result["score"]) == ("failed", 0.0)
+    assert "did not learn enough" in result["message"]
+
+
+def test_a_forged_loss_does_not_pass(assembled):
+    result = assembled["forges_loss"]
+    assert (result["status"], result["score"]) == ("failed", 0.0), result["message"]
     assert "did not learn enough" in result["message"]
 
 

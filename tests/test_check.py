@@ -57,6 +57,26 @@ def test_student_release_fails_with_the_exercise_named(tmp_path, capsys):
     assert "(not graded) failed" in out  # the plots that call the stubs explain later failures
 
 
+def test_the_outside_checks_catch_what_the_notebook_hides(tmp_path, capsys):
+    """softmax leans on a helper defined in a cell that is not exported: the notebook's tests pass, but the
+    grader imports only the exported cells, so the outside check (which earns the points) fails, and says why."""
+    nb = nbformat.read(ROOT / "solutions" / A / f"{A}.ipynb", as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "softmax")
+    nb.cells[at].source = "#| export\ndef softmax(x, dim=-1):\n    return _notebook_only(x, dim)\n"
+    nb.cells.insert(at, nbformat.v4.new_code_cell(
+        "def _notebook_only(x, dim):\n    e = (x - x.amax(dim=dim, keepdim=True)).exp()\n"
+        "    return e / e.sum(dim=dim, keepdim=True)"))
+    notebook = tmp_path / A / f"{A}.ipynb"
+    notebook.parent.mkdir()
+    nbformat.write(nb, notebook)
+    assert run_check([A, "--notebook", str(notebook), "--root", str(ROOT)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" not in out.split("outside checks")[0], "the notebook's own tests all pass"
+    outside = out.split("outside checks of the visible tests")[1]
+    assert "FAIL test_softmax" in outside and "NameError" in outside and "_notebook_only" in outside
+    assert "PASS test_causal_mask" in outside
+
+
 def test_warning_fails_a_graded_cell_like_nbgrader(tmp_path, capsys):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("import sys, warnings\nfrom pathlib import Path"),

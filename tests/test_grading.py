@@ -23,12 +23,19 @@ from notebook_harness import solution_cells
 from test_04a_attention import WRONG_ANSWERS
 
 from autograder.grading import Grader, Settings
+from autograder.layout import CourseLayout
+from autograder.notebook_model import CourseNotebook
 from autograder.preflight import chapter_ids, check_submission
 from autograder.results import ResultStore
 from autograder.sandbox import SandboxUnavailable, check_available
 
 CHAPTER = "04a_attention"
-FULL = 9.0
+MODEL = CourseNotebook.read(ROOT / "solutions" / CHAPTER / f"{CHAPTER}.ipynb")
+POINTS = MODEL.points()
+FULL = MODEL.max_score
+SOFTMAX = POINTS["test_softmax"] + POINTS["test_softmax_hidden"]
+SDPA = POINTS["test_sdpa"] + POINTS["test_sdpa_hidden"]
+MASK = POINTS["test_causal_mask"] + POINTS["test_causal_mask_hidden"]
 
 pytestmark = pytest.mark.slow
 
@@ -182,28 +189,45 @@ for path in glob.glob({str(root)!r} + "/**", recursive=True):
 '''
 
 
+PRINT_200MB = "print('x' * 200_000_000)"
+# the one line that made every later test cell `pass`: the notebook's own tests all pass, the outside checks none
+FORGER = "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])"
+# a softmax whose error message is the source of the test cell running it (the hidden one included)
+LEAKS_HISTORY = """
+#| export
+def softmax(x, dim=-1):
+    raise ValueError("LEAK " + "\\n".join(get_ipython().user_ns["In"][-1:]))
+"""
+
+
 # student -> (notebook text or bytes, expected status, expected points)
 def the_class(root: Path) -> dict[str, tuple[str | bytes, str, float]]:
+    # a softmax that overflows loses its own points and attention's hidden ones (scores ~1e4)
+    naive = FULL - SOFTMAX - POINTS["test_sdpa_hidden"]
     return {
         "correct": (submission(), "graded", FULL),
-        "partly_wrong": (submission({"scaled_dot_product_attention": NO_SQRT}), "graded", 6.0),
+        "partly_wrong": (submission({"scaled_dot_product_attention": NO_SQRT}), "graded", FULL - SDPA),
         "stub": (submission({g: s for g, s in _stubs().items()}), "graded", 0.0),
-        # a softmax that overflows loses its own 3 points and the 2 of attention's hidden tests (scores ~1e4)
+        "forger": (submission({g: s for g, s in _stubs().items()}, extra_cells=[FORGER]), "flagged", 0.0),
         "edited_tests": (submission({"softmax": NAIVE_SOFTMAX},
-                                   edit={"test_softmax": "pass", "test_softmax_hidden": "pass"}), "graded", 4.0),
+                                   edit={"test_softmax": "pass", "test_softmax_hidden": "pass"}), "graded", naive),
         "deleted_tests": (submission({"softmax": NAIVE_SOFTMAX}, drop={"test_softmax", "test_softmax_hidden"}),
-                          "graded", 4.0),
+                          "graded", naive),
         "warns": (submission({"softmax": WARNING_SOFTMAX}), "graded", FULL),
-        "infinite_loop": (submission(extra_cells=[INFINITE_LOOP]), "timeout", FULL),
+        # the notebook's own run breaks in many ways; the points, from the outside checks, do not
+        "infinite_loop": (submission(extra_cells=[INFINITE_LOOP]), "graded", FULL),
         "memory_bomb": (submission(extra_cells=[MEMORY_BOMB]), "graded", FULL),
         "fork_bomb": (submission(at_end=[FORK_BOMB]), "graded", FULL),
-        "os_exit": (submission(extra_cells=["import os\nos._exit(3)"]), "crashed", 0.0),
+        "fork_bomb_first": (submission(extra_cells=[FORK_BOMB]), "graded", FULL),
+        "os_exit": (submission(extra_cells=["import os\nos._exit(3)"]), "graded", FULL),
         "network": (submission(extra_cells=[NETWORK]), "graded", FULL),
-        # its softmax raises, and attention calls it: only the causal mask's 3 points remain
-        "reads_solutions": (submission({"softmax": cheat_softmax(root)}), "graded", 3.0),
+        "print_200mb": (submission(extra_cells=[PRINT_200MB]), "graded", FULL),
+        # its softmax raises, and attention calls it: only the causal mask's points remain
+        "reads_solutions": (submission({"softmax": cheat_softmax(root)}), "graded", MASK),
+        "leaks_history": (submission({"softmax": LEAKS_HISTORY}), "graded", MASK),
         "writes_gradebook": (submission({"softmax": NAIVE_SOFTMAX}, extra_cells=[gradebook_writer(root)]),
-                             "graded", 4.0),
-        "patches_tests": (submission({"softmax": PATCHED_TESTS}), "flagged", 6.0),
+                             "graded", naive),
+        "patches_tests": (submission({"softmax": PATCHED_TESTS}), "flagged", naive),
         "huge_output": (submission(extra_cells=[HUGE_OUTPUT]), "graded", FULL),
         "invalid_json": (b'{"cells": [ this is not json', "invalid", 0.0),
         "wrong_notebook": ((ROOT / "chapters" / "04d_residual_and_layernorm" /
@@ -273,24 +297,56 @@ def test_hostile_submissions_were_contained(graded_class):
     huge = (root / "autograder" / "autograded" / "huge_output" / CHAPTER / f"{CHAPTER}.ipynb").stat().st_size
     assert huge < 3_000_000, f"the capped notebook is {huge} bytes"
     assert "[output truncated" in autograded_output(root, "huge_output")
-    assert not subprocess.run(["pgrep", "-u", "61000,61001"], capture_output=True).stdout, "sandbox left processes"
+    big = (root / "autograder" / "autograded" / "print_200mb" / CHAPTER / f"{CHAPTER}.ipynb").stat().st_size
+    assert big < 3_000_000 and "[output truncated in the kernel" in autograded_output(root, "print_200mb")
+    users = ",".join(str(61000 + offset + slot) for offset in (0, 100, 200) for slot in range(2))
+    assert not subprocess.run(["pgrep", "-u", users], capture_output=True).stdout, "sandbox left processes"
 
 
 def test_tampering_is_flagged_by_the_outside_check(graded_class):
     _, _, results, _ = graded_class
     flagged = results["patches_tests"]
-    assert [p.verdict for p in flagged.probes] == ["fail", "pass", "pass"]
-    assert any("softmax" in f and "outside check" in f for f in flagged.flags)
+    failed = {p.exercise for p in flagged.probes if p.verdict != "pass"}
+    assert failed == {"test_softmax", "test_softmax_hidden", "test_sdpa_hidden"}
+    assert all(c.kernel_passed for c in flagged.cells), "the patched checks made every notebook test pass"
+    assert any(f.startswith("test_softmax:") and "own test passed" in f and "outside check failed" in f
+               for f in flagged.flags)
+    forger = results["forger"]
+    assert all(c.kernel_passed for c in forger.cells) and all(not c.passed for c in forger.cells)
+    assert len(forger.flags) == len(forger.cells)
     honest = results["correct"]
-    assert [p.verdict for p in honest.probes] == ["pass"] * 3 and not honest.flags
+    assert {p.verdict for p in honest.probes} == {"pass"} and not honest.flags
+
+
+def test_the_notebooks_own_trouble_is_shown_but_costs_nothing(graded_class):
+    root, _, results, _ = graded_class
+    assert results["os_exit"].notebook == "crashed" and any("kernel died" in f for f in results["os_exit"].flags)
+    assert results["infinite_loop"].notebook == "cell-timeout"
+    assert any("ran longer than" in f for f in results["infinite_loop"].flags)
+    for student in ("os_exit", "infinite_loop", "print_200mb", "fork_bomb_first"):
+        log = CourseLayout(root).log(student, CHAPTER)
+        assert log.is_file() and "the notebook's own run" in log.read_text(), student
+
+
+def test_hidden_tests_do_not_leak_into_feedback(graded_class):
+    root, _, results, _ = graded_class
+    leaked = results["leaks_history"]
+    assert any("LEAK" in c.kernel_message and "manual_seed(41)" in c.kernel_message for c in leaked.cells), \
+        "the hostile submission should have put a hidden test's source into its message"
+    proc = subprocess.run([sys.executable, "-m", "autograder", "feedback", "--root", str(root)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = (root / "autograder" / "feedback" / "leaks_history" / "index.html").read_text()
+    for hidden in MODEL.hidden_sources():
+        for line in hidden.splitlines():
+            if len(line.strip()) >= 30:
+                assert line.strip() not in page, line
 
 
 def test_invalid_submissions_say_why(graded_class):
     _, _, results, _ = graded_class
     assert "not valid notebook JSON" in results["invalid_json"].message
     assert "notebook of chapter 04d_residual_and_layernorm" in results["wrong_notebook"].message
-    assert "kernel died" in results["os_exit"].message
-    assert any("ran longer than" in f for f in results["infinite_loop"].flags)
 
 
 def test_preflight_rejects_broken_notebooks(tmp_path):
@@ -359,9 +415,45 @@ def test_killed_batch_resumes_without_grading_anyone_twice(tmp_path):
     time.sleep(1)
     assert not subprocess.run(["pgrep", "-f", str(root)], capture_output=True).stdout, "killed batch left processes"
 
+    run_folder = CourseLayout(root).run_folder()
     proc = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not run_folder.exists(), "the killed run's folder (staging with hidden tests) was left behind"
+    assert not list((root / "autograder").glob("work/*")), "grading left files in autograder/work"
     store = ResultStore(results)
     logged = sorted(e["student"] for e in store.log())
     assert logged == sorted(students), f"graded more than once or not at all: {logged}"
     assert all(r.score == FULL for r in store.all())
+
+
+def _comparable(result) -> dict:
+    data = json.loads(result.to_json())
+    for key in ("duration_s", "graded_at"):
+        data.pop(key)
+    return data
+
+
+def test_shards_run_separately_give_the_results_of_one_run(tmp_path):
+    """--shard K/N on N 'machines' (here: one after the other, each its own process) over one results folder
+    gives exactly what one run gives, and each shard keeps its own completion log."""
+    sandbox_or_skip()
+    students = {"correct": (submission(), "graded", FULL),
+                "partly_wrong": (submission({"scaled_dot_product_attention": NO_SQRT}), "graded", FULL - SDPA),
+                "forger": (submission({g: s for g, s in _stubs().items()}, extra_cells=[FORGER]), "flagged", 0.0),
+                "stub": (submission({g: s for g, s in _stubs().items()}), "graded", 0.0)}
+    one, sharded = course(tmp_path / "one"), course(tmp_path / "sharded")
+    for root in (one, sharded):
+        write_submissions(root, students)
+    base = [sys.executable, "-m", "autograder", "grade", "--workers", "1", "--chapter", CHAPTER]
+    proc = subprocess.run(base + ["--root", str(one)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for k in (1, 2, 3):
+        proc = subprocess.run(base + ["--root", str(sharded), "--shard", f"{k}/3"], capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    whole = {r.student: _comparable(r) for r in ResultStore(one / "autograder" / "results").all()}
+    parts = {r.student: _comparable(r) for r in ResultStore(sharded / "autograder" / "results").all()}
+    assert whole == parts and set(whole) == set(students)
+    logs = sorted(p.name for p in (sharded / "autograder" / "results").glob("log*.jsonl"))
+    assert set(logs) <= {"log-1of3.jsonl", "log-2of3.jsonl", "log-3of3.jsonl"} and len(logs) >= 2
+    assert sorted(e["student"] for e in ResultStore(sharded / "autograder" / "results").log()) == sorted(students)
