@@ -1,7 +1,9 @@
 """``python -m autograder export``: the class's grades as one CSV file, one row per student.
 
 Columns, in a fixed order so that a spreadsheet or an LMS import can rely on them: ``student``, then for each
-chapter in course order its score (``04a_attention``) and status (``04a_attention_status``), then ``total`` and
+chapter in course order its score (``04a_attention``), status (``04a_attention_status``: graded, flagged,
+invalid, missing or grader-error) and how the notebook's own run went (``04a_attention_notebook``: ok,
+cell-timeout, timeout, crashed, failed; it gives no points, so none of these costs any), then ``total`` and
 ``max_total`` over the chapters, then ``assembly`` and ``assembly_status`` (empty when the student has no
 assembly result). A chapter without a result counts 0 with status ``missing``. Every student with a result, an
 assembly result or a submitted notebook has a row, sorted by student id; the chapters are those of ``solutions/``
@@ -25,13 +27,14 @@ from autograder.gradesheet import (
     number_text,
     warn_problems,
 )
+from autograder.layout import CourseLayout
 from autograder.results import atomic_write
 
 
 def header(chapters: list[str]) -> list[str]:
     columns = ["student"]
     for chapter in chapters:
-        columns += [chapter, f"{chapter}_status"]
+        columns += [chapter, f"{chapter}_status", f"{chapter}_notebook"]
     return columns + ["total", "max_total", "assembly", "assembly_status"]
 
 
@@ -40,11 +43,12 @@ def row(sheet: Gradesheet, student: str) -> list[str]:
     cells = [student]
     for chapter in sheet.chapters:
         result = sheet.result(student, chapter)
-        cells += [number_text(result.score), result.status]
+        cells += [number_text(result.score), result.status, result.notebook]
     total, possible = sheet.total(student)
     assembly = sheet.assemblies.get(student)
     if assembly:
-        assembly_cells = [number_text(assembly.get("score") or 0), str(assembly.get("status", ""))]
+        status = sheet.redactor.redact(assembly.get("status", ""), 100)  # written by the grader; cheap to be sure
+        assembly_cells = [number_text(assembly.get("score") or 0), status]
     else:
         assembly_cells = ["", ""]
     return cells + [number_text(total), number_text(possible)] + assembly_cells
@@ -69,7 +73,7 @@ def run(args) -> int:
     if args.output == "-":
         sys.stdout.write(text)
         return 0
-    output = Path(args.output) if args.output else root / "autograder" / "reports" / "grades.csv"
+    output = Path(args.output) if args.output else CourseLayout(root).reports / "grades.csv"
     atomic_write(output, text)
     print(f"wrote {output}: {len(sheet.students)} student(s), {len(sheet.chapters)} chapter(s)")
     return 0

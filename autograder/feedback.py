@@ -7,8 +7,9 @@ instructor notebook, math typeset by a local copy of MathJax. ``feedback.txt`` b
 paste into an LMS.
 
 Feedback never shows the source of any test (nbgrader's own feedback shows hidden tests): only grade ids,
-points and messages, and a message line that quotes a hidden test's code is removed. Everything that comes
-from a result is student-controlled text and is escaped. The pages use no network: MathJax is copied once
+points and messages. Every text that comes from a result is student-controlled: it goes through the course's
+:class:`~autograder.gradesheet.Redactor` (a line that quotes a hidden test, however disguised or encoded, is
+removed; the rest is cut to ``MAX_MESSAGE_BYTES``) and is escaped. The pages use no network: MathJax is copied once
 from the ``sphinx-mathjax-offline`` package into ``feedback/_static/mathjax`` and linked relatively.
 """
 
@@ -26,22 +27,24 @@ from tqdm import tqdm
 
 from autograder.course import CommandError
 from autograder.gradesheet import (
+    MAX_MESSAGE_BYTES,
     GradedCell,
     Gradesheet,
     Outline,
+    Redactor,
     add_root_argument,
     course_root,
     load_gradesheet,
     number_text,
-    redact,
     warn_problems,
 )
+from autograder.layout import CourseLayout
 from autograder.results import STATUSES, CellResult, Result, atomic_write, check_student_id
 
 MATHJAX_DIST = "sphinx-mathjax-offline"
 MATHJAX_ENTRY = "static/mathjax/tex-chtml.js"
 STATIC = "_static"
-MAX_MESSAGE = 4000  # characters of one message shown; the rest is cut (a message can be huge)
+MAX_SAMPLE_BYTES = 2000  # of the assembled model's generated text
 
 MATH_RE = re.compile(
     r"(?P<code>(?P<ticks>`+).+?(?P=ticks))"  # code spans stay as they are
@@ -148,34 +151,39 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
-    return message if len(message) <= limit else message[:limit] + f"\n... ({len(message) - limit} more characters)"
+def cell_message(cell: CellResult, redactor: Redactor) -> str:
+    """What the student may see of a cell's message (of any cell, visible or hidden: both are student-controlled
+    text, since the student's code can raise anything)."""
+    return redactor.redact(str(cell.message or "").strip(), MAX_MESSAGE_BYTES).strip()
 
 
-def cell_message(cell: CellResult, outline: Outline) -> str:
-    """What the student may see of a failed cell's message."""
-    hidden = cell.hidden or bool((known := outline.cell(cell.grade_id)) and known.hidden)
-    message = redact(cell.message, outline.hidden_lines) if hidden else cell.message
-    return shorten(message.strip())
+def kernel_message(cell: CellResult, redactor: Redactor) -> str:
+    """What the notebook's own test said, when it failed and said something other than the outside check."""
+    said = str(getattr(cell, "kernel_message", "") or "").strip()
+    return "" if not said or said == str(cell.message or "").strip() else \
+        redactor.redact(said, MAX_MESSAGE_BYTES).strip()
 
 
-def _cell_row(cell: CellResult, outline: Outline) -> str:
+def _cell_row(cell: CellResult, outline: Outline, redactor: Redactor) -> str:
     known = outline.cell(cell.grade_id)
     hidden = cell.hidden or bool(known and known.hidden)
     verdict = '<span class="pass">passed</span>' if cell.passed else '<span class="fail">failed</span>'
     detail = ""
     if not cell.passed:
-        message = cell_message(cell, outline)
+        message = cell_message(cell, redactor)
         detail = f"<pre>{esc(message)}</pre>" if message else ""
-        if hidden:
-            detail += "<p>(a hidden test: its checks run only when you are graded and are not shown)</p>"
+    said = kernel_message(cell, redactor)
+    if said:
+        detail += f"<p>Your notebook's own run of this test said:</p><pre>{esc(said)}</pre>"
+    if not cell.passed and hidden:
+        detail += "<p>(a hidden test: its checks run only when you are graded and are not shown)</p>"
     points = f"{number_text(cell.points)} / {number_text(cell.max_points)}"
     return (f"<tr><td><code>{esc(cell.grade_id)}</code></td><td>{'hidden' if hidden else 'visible'}</td>"
             f"<td>{points}</td><td>{verdict}{detail}</td></tr>")
 
 
-def _tests_table(cells: list[CellResult], outline: Outline) -> str:
-    rows = "".join(_cell_row(cell, outline) for cell in cells)
+def _tests_table(cells: list[CellResult], outline: Outline, redactor: Redactor) -> str:
+    rows = "".join(_cell_row(cell, outline, redactor) for cell in cells)
     return f"<table><tr><th>test</th><th>kind</th><th>points</th><th>result</th></tr>{rows}</table>"
 
 
@@ -200,7 +208,7 @@ def _exercise_block(exercise_id: str, outline: Outline) -> str:
     return f'<div class="exercise tex2jax_process">{body}</div>'
 
 
-def chapter_html(result: Result, outline: Outline) -> str:
+def chapter_html(result: Result, outline: Outline, redactor: Redactor) -> str:
     """One chapter's section: status and meaning, score, message, and every graded cell by exercise."""
     chapter = esc(result.chapter)
     meaning = STATUSES.get(result.status, "")
@@ -211,30 +219,30 @@ def chapter_html(result: Result, outline: Outline) -> str:
         + (f" ({esc(meaning)})" if meaning and meaning != result.status else "") + "</p>",
     ]
     if result.message and result.message != meaning:
-        parts.append(f"<pre>{esc(shorten(redact(result.message, outline.hidden_lines)))}</pre>")
+        parts.append(f"<pre>{esc(redactor.redact(result.message, MAX_MESSAGE_BYTES))}</pre>")
     for exercise_id, cells in group_by_exercise(result.cells, outline):
         parts.append(_exercise_block(exercise_id, outline))
-        parts.append(_tests_table(cells, outline))
+        parts.append(_tests_table(cells, outline, redactor))
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def assembly_html(assembly: dict | None) -> str:
+def assembly_html(assembly: dict | None, redactor: Redactor) -> str:
     """The assembly section: does the student's own model train and generate?"""
     if not assembly:
         return ""
     parts = ['<section id="assembly"><h2>Assembly: your pieces together</h2>',
-             f"<p class=\"status\">Status: <strong>{esc(assembly.get('status', ''))}</strong>, "
+             f"<p class=\"status\">Status: <strong>{esc(redactor.redact(assembly.get('status', ''), 100))}</strong>, "
              f"score {esc(number_text(assembly.get('score') or 0))}</p>"]
     if assembly.get("message"):
-        parts.append(f"<pre>{esc(shorten(str(assembly['message'])))}</pre>")
+        parts.append(f"<pre>{esc(redactor.redact(assembly['message'], MAX_MESSAGE_BYTES))}</pre>")
     losses = assembly.get("losses") or []
     if losses:
         bound = assembly.get("loss_bound") or 0
         parts.append(f"<p>Training loss: first {esc(f'{losses[0]:.4g}')}, last {esc(f'{losses[-1]:.4g}')}"
                      + (f" (to pass, below {esc(f'{bound:.4g}')})" if bound else "") + "</p>")
     if assembly.get("sample"):
-        parts.append(f"<p>Generated text:</p><pre>{esc(shorten(str(assembly['sample'])))}</pre>")
+        parts.append(f"<p>Generated text:</p><pre>{esc(redactor.redact(assembly['sample'], MAX_SAMPLE_BYTES))}</pre>")
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -260,8 +268,8 @@ def student_page(sheet: Gradesheet, student: str, mathjax: bool) -> str:
     head.append('</head><body class="tex2jax_ignore">')
     body = [f"<h1>Feedback for {esc(student)}</h1>", summary_table(sheet, student)]
     for chapter in sheet.chapters:
-        body.append(chapter_html(sheet.result(student, chapter), sheet.outlines[chapter]))
-    body.append(assembly_html(sheet.assemblies.get(student)))
+        body.append(chapter_html(sheet.result(student, chapter), sheet.outlines[chapter], sheet.redactor))
+    body.append(assembly_html(sheet.assemblies.get(student), sheet.redactor))
     body.append("</body></html>\n")
     return "\n".join(head + body)
 
@@ -278,7 +286,7 @@ def student_text(sheet: Gradesheet, student: str) -> str:
         result, outline = sheet.result(student, chapter), sheet.outlines[chapter]
         lines.append(f"{chapter}: {number_text(result.score)}/{number_text(result.max_score)} ({result.status})")
         if result.status != "graded" and result.message:
-            lines.append(f"  {_first_line(redact(result.message, outline.hidden_lines))}")
+            lines.append(f"  {_first_line(sheet.redactor.redact(result.message, MAX_MESSAGE_BYTES))}")
         for cell in result.cells:
             if cell.passed:
                 continue
@@ -286,7 +294,7 @@ def student_text(sheet: Gradesheet, student: str) -> str:
             exercise = outline.exercises.get(known.exercise) if known else None
             where = f"Exercise {exercise.number}, " if exercise and exercise.number else ""
             kind = "hidden" if cell.hidden or (known and known.hidden) else "visible"
-            message = _first_line(cell_message(cell, outline))
+            message = _first_line(cell_message(cell, sheet.redactor))
             points = f"{number_text(cell.max_points)} point{'' if cell.max_points == 1 else 's'}"
             lines.append(f"  failed {cell.grade_id} ({where}{kind}, {points})"
                          + (f": {message}" if message else ""))
@@ -294,7 +302,8 @@ def student_text(sheet: Gradesheet, student: str) -> str:
     lines += ["", f"Total: {number_text(total)}/{number_text(possible)}"]
     assembly = sheet.assemblies.get(student)
     if assembly:
-        lines.append(f"Assembly: {assembly.get('status', '')} (score {number_text(assembly.get('score') or 0)})")
+        status = sheet.redactor.redact(assembly.get("status", ""), 100)
+        lines.append(f"Assembly: {status} (score {number_text(assembly.get('score') or 0)})")
     lines += ["", "Details: index.html, in the same folder as this file."]
     return "\n".join(lines) + "\n"
 
@@ -333,7 +342,7 @@ def run(args) -> int:
         students = [args.student]
     if not students:
         raise CommandError(f"no results in {root / 'autograder' / 'results'}: run python -m autograder grade first")
-    out = root / "autograder" / "feedback"
+    out = CourseLayout(root).feedback
     pages = write_feedback(sheet, students, out)
     print(f"wrote feedback for {len(pages)} student(s) to {out}/<student>/index.html (and feedback.txt)")
     return 0

@@ -8,10 +8,15 @@
 - the **outline** of each chapter from ``<root>/solutions/<id>/<id>.ipynb``: its graded cells with their points,
   which are hidden, which exercise (solution cell) each test belongs to, and that exercise's heading. The
   outline is what lets feedback say "this test checks Exercise 4a.2" without showing the test.
+
+And one guard: :class:`Redactor`, built from every chapter's hidden tests (``Gradesheet.redactor``), through which
+every student-controlled text goes before it is shown (messages, flags, the assembly's text): it removes the lines
+that quote a hidden test, however disguised or encoded, and caps the length.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -19,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course import CommandError
+from autograder.layout import CourseLayout
+from autograder.notebook_model import CourseNotebook, hidden_spans  # noqa: F401 (re-exported)
+from autograder.redaction import MAX_MESSAGE_BYTES, REDACTED_LINE, Redactor, cap_bytes  # noqa: F401
 from autograder.results import STATUSES, Result, ResultStore, check_student_id
 from llmcourse import registry
 
-BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
 EXERCISE_HEADING_RE = re.compile(r"^(?P<hashes>#{1,6})\s+.*?Exercise\s+(?P<number>\d+[a-z]?\.\d+)")
 HEADING_RE = re.compile(r"^(?P<hashes>#{1,6})\s")
-MIN_LEAK_LINE = 12  # a hidden-test line this long or longer is never echoed in feedback
+MIN_LEAK_LINE = 12  # Outline.hidden_lines: the hidden-test lines this long or longer
 
 
 def add_root_argument(parser) -> None:
@@ -43,7 +50,7 @@ def course_root(path: Path) -> Path:
 
 
 def results_dir(root: Path) -> Path:
-    return Path(root) / "autograder" / "results"
+    return CourseLayout(root).results
 
 
 def number_text(value: float) -> str:
@@ -76,7 +83,13 @@ class Outline:
     chapter: str
     cells: list[GradedCell] = field(default_factory=list)
     exercises: dict[str, Exercise] = field(default_factory=dict)
-    hidden_lines: set[str] = field(default_factory=set)  # code lines of hidden tests, to keep out of feedback
+    hidden_sources: list[str] = field(default_factory=list)  # the hidden tests' text, to keep out of feedback
+
+    @property
+    def hidden_lines(self) -> set[str]:
+        """The hidden tests' lines that are long enough to recognise (what an older redaction looked for)."""
+        return {line.strip() for source in self.hidden_sources for line in source.splitlines()
+                if len(line.strip()) >= MIN_LEAK_LINE}
 
     @property
     def max_score(self) -> float:
@@ -84,15 +97,6 @@ class Outline:
 
     def cell(self, grade_id: str) -> GradedCell | None:
         return next((cell for cell in self.cells if cell.grade_id == grade_id), None)
-
-
-def _nbgrader(cell: dict) -> dict:
-    return (cell.get("metadata") or {}).get("nbgrader") or {}
-
-
-def _source(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
 
 
 def exercise_section(markdown: str) -> tuple[str, str] | None:
@@ -112,39 +116,22 @@ def exercise_section(markdown: str) -> tuple[str, str] | None:
     return match["number"], "\n".join(lines[start:end]).strip()
 
 
-def _hidden_lines(source: str) -> set[str]:
-    """The code lines between the hidden-test markers that are long enough to recognise in a message."""
-    found, inside = set(), False
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == BEGIN_HIDDEN:
-            inside = True
-        elif stripped == "### END HIDDEN TESTS":
-            inside = False
-        elif inside and len(stripped) >= MIN_LEAK_LINE:
-            found.add(stripped)
-    return found
-
-
 def outline_of(nb: dict, chapter: str) -> Outline:
     """The graded cells and exercises of an instructor notebook (a notebook as plain JSON)."""
     outline = Outline(chapter)
     number, heading, exercise = "", "", ""
-    for cell in nb.get("cells", []):
-        source, meta = _source(cell), _nbgrader(cell)
-        if cell.get("cell_type") == "markdown":
-            section = exercise_section(source)
+    for cell in CourseNotebook.from_json(nb).cells:
+        if cell.cell_type == "markdown":
+            section = exercise_section(cell.source)
             if section:
                 number, heading = section
             continue
-        if meta.get("solution") and meta.get("grade_id"):
-            exercise = meta["grade_id"]
+        outline.hidden_sources += cell.hidden  # hidden tests are secret in any cell
+        if cell.is_solution and cell.grade_id:
+            exercise = cell.grade_id
             outline.exercises[exercise] = Exercise(exercise, number, heading)
-        if meta.get("grade") and meta.get("grade_id"):
-            hidden = BEGIN_HIDDEN in source
-            outline.cells.append(GradedCell(meta["grade_id"], float(meta.get("points") or 0), hidden, exercise))
-            if hidden:
-                outline.hidden_lines |= _hidden_lines(source)
+        if cell.is_grade and cell.grade_id:
+            outline.cells.append(GradedCell(cell.grade_id, cell.points, cell.has_hidden, exercise))
     return outline
 
 
@@ -155,23 +142,6 @@ def read_outline(root: Path, chapter: str) -> Outline:
         return outline_of(json.loads(path.read_text(encoding="utf-8")), chapter)
     except (OSError, ValueError, AttributeError, TypeError):
         return Outline(chapter)
-
-
-def redact(message: str, hidden_lines: set[str]) -> str:
-    """``message`` without any line that quotes a hidden test's code.
-
-    Results never hold test source by design; this is a second guard, because a message comes from a run of
-    student code and can hold anything (say, a traceback the student's code printed on purpose).
-    """
-    if not hidden_lines or not message:
-        return message
-    kept = []
-    for line in message.splitlines():
-        if any(hidden in line for hidden in hidden_lines):
-            kept.append("[a line quoting a hidden test was removed]")
-        else:
-            kept.append(line)
-    return "\n".join(kept)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -199,6 +169,11 @@ class Gradesheet:
     outlines: dict[str, Outline]
     problems: list[str] = field(default_factory=list)
     submitted: set[tuple[str, str]] = field(default_factory=set)  # (student, chapter) with a submitted notebook
+
+    @functools.cached_property
+    def redactor(self) -> Redactor:
+        """The redactor of every chapter's hidden tests: what any text shown from a result must go through."""
+        return Redactor([source for outline in self.outlines.values() for source in outline.hidden_sources])
 
     def max_score(self, chapter: str) -> float:
         """The chapter's points: from its instructor notebook, else the largest max_score among its results."""
@@ -279,7 +254,7 @@ def valid_student_id(student: str) -> bool:
 
 def _submissions(root: Path) -> set[tuple[str, str]]:
     """(student, chapter) of every notebook in ``<root>/autograder/submitted`` (graded or not)."""
-    folder = Path(root) / "autograder" / "submitted"
+    folder = CourseLayout(root).submitted
     found = set()
     for path in folder.glob("*/*/*.ipynb") if folder.is_dir() else []:
         student, chapter = path.parent.parent.name, path.parent.name

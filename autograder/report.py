@@ -9,7 +9,8 @@
 - a table of the flagged submissions with their flags (an outside check disagreed with the notebook's tests);
 - the assembly results, counted by status.
 
-The page is self-contained (no scripts, no network); student-controlled text is escaped.
+The page is self-contained (no scripts, no network); student-controlled text (flags and messages) goes through
+the course's :class:`~autograder.gradesheet.Redactor`, which removes what quotes a hidden test, and is escaped.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from autograder.gradesheet import (
     number_text,
     warn_problems,
 )
+from autograder.layout import CourseLayout
 from autograder.results import STATUSES, atomic_write
 
 BAD_STATUSES = ("timeout", "crashed", "invalid", "flagged", "missing")
 TOP_FAILURES = 15  # tests shown per chapter in the failure chart
+MAX_FLAG_BYTES = 1000  # of one flag shown (after redaction)
+MAX_REPORT_MESSAGE_BYTES = 2000  # of one submission's message shown
 
 
 def esc(value) -> str:
@@ -188,12 +192,15 @@ def failures_table(sheet: Gradesheet, chapter: str) -> str:
 
 
 def flagged_table(sheet: Gradesheet) -> str:
+    """The flagged submissions; flags and messages hold student-controlled text (what the notebook's own tests
+    said), so they go through the redactor like feedback does."""
     rows = flagged(sheet)
     if not rows:
         return "<p>No submission was flagged.</p>"
+    redact = sheet.redactor.redact
     return _table(["student", "chapter", "flags", "message"],
-                  [[esc(s), esc(c), "<br>".join(esc(f) for f in flags), f"<pre>{esc(m[:2000])}</pre>"]
-                   for s, c, flags, m in rows])
+                  [[esc(s), esc(c), "<br>".join(esc(redact(f, MAX_FLAG_BYTES)) for f in flags),
+                    f"<pre>{esc(redact(m, MAX_REPORT_MESSAGE_BYTES))}</pre>"] for s, c, flags, m in rows])
 
 
 def assembly_table(sheet: Gradesheet) -> str:
@@ -257,7 +264,7 @@ def run(args) -> int:
     root = course_root(args.root)
     sheet = load_gradesheet(root)
     warn_problems(sheet)
-    out = Path(args.output) if args.output else root / "autograder" / "reports"
+    out = Path(args.output) if args.output else CourseLayout(root).reports
     page = write_report(sheet, out)
     print(f"wrote {page} ({len(sheet.students)} student(s), {len(sheet.chapters)} chapter(s))")
     return 0

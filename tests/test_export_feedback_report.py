@@ -128,12 +128,13 @@ def test_export_csv(course, capsys):
     out = course / "grades.csv"
     assert run_command(export, ["export", "-o", str(out), "--root", str(course)]) == 0
     rows = list(csv.reader(out.open(encoding="utf-8")))
-    assert rows[0] == ["student", CHAPTER, f"{CHAPTER}_status", SYNTH, f"{SYNTH}_status",
-                       "total", "max_total", "assembly", "assembly_status"]
+    assert rows[0] == ["student", CHAPTER, f"{CHAPTER}_status", f"{CHAPTER}_notebook", SYNTH, f"{SYNTH}_status",
+                       f"{SYNTH}_notebook", "total", "max_total", "assembly", "assembly_status"]
     table = {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
     assert list(table) == ["alice", "bob", "carol", "dave"]
-    assert table["alice"] | {} == {"student": "alice", CHAPTER: "9", f"{CHAPTER}_status": "graded", SYNTH: "1",
-                                   f"{SYNTH}_status": "graded", "total": "10", "max_total": "12", "assembly": "",
+    assert table["alice"] | {} == {"student": "alice", CHAPTER: "9", f"{CHAPTER}_status": "graded",
+                                   f"{CHAPTER}_notebook": "", SYNTH: "1", f"{SYNTH}_status": "graded",
+                                   f"{SYNTH}_notebook": "", "total": "10", "max_total": "12", "assembly": "",
                                    "assembly_status": ""}
     assert (table["bob"][SYNTH], table["bob"][f"{SYNTH}_status"]) == ("0", "missing")
     assert (table["bob"]["assembly"], table["bob"]["assembly_status"]) == ("1", "passed")
