@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
 
 __all__ = ["check_shape", "check_dtype", "check_close", "check_tokens", "check", "builtins_unavailable",
-           "BuiltinUnavailable", "OWN_WORK"]
+           "BuiltinUnavailable", "OWN_WORK", "OWN_WORK_OPS"]
 
 
 def check(condition: bool, message: str) -> None:
@@ -117,16 +119,49 @@ def check_tokens(actual, expected, name: str = "tokens") -> None:
 
 #: Where writing an operation that PyTorch already has *is* the exercise, the graded checks run the student's
 #: function with these built-ins unavailable (an exercise name -> the dotted names of the built-ins that would
-#: do the whole job in one call).
+#: do the whole job in one call). ``module:attr.path`` names something outside torch (transformers' GELU
+#: classes): it is made unavailable only when that module is already imported (importing transformers to find
+#: out costs seconds). The modules ``nn.Softmax``, ``nn.GELU``, ``nn.LayerNorm`` and ``nn.MultiheadAttention``
+#: call the functional names below, so they are unavailable too.
 OWN_WORK: dict[str, tuple[str, ...]] = {
     "softmax": ("torch.softmax", "torch.Tensor.softmax", "torch.nn.functional.softmax", "torch.special.softmax",
                 "torch.log_softmax", "torch.Tensor.log_softmax", "torch.nn.functional.log_softmax",
-                "torch.special.log_softmax", "torch._softmax"),
+                "torch.special.log_softmax", "torch._softmax", "torch._log_softmax", "torch._safe_softmax",
+                "torch._masked_softmax", "torch.nn.functional.softmin", "torch.nn.functional.gumbel_softmax"),
     "scaled_dot_product_attention": ("torch.nn.functional.scaled_dot_product_attention",
-                                     "torch.nn.functional.multi_head_attention_forward"),
-    "gelu": ("torch.nn.functional.gelu",),
-    "layer_norm": ("torch.nn.functional.layer_norm", "torch.layer_norm", "torch.native_layer_norm"),
+                                     "torch._C._nn.scaled_dot_product_attention",
+                                     "torch.nn.functional.multi_head_attention_forward",
+                                     "torch._native_multi_head_attention",
+                                     "torch._scaled_dot_product_attention_math"),
+    "gelu": ("torch.nn.functional.gelu", "torch._C._nn.gelu",
+             *(f"transformers.activations:{name}.forward" for name in (
+                 "GELUActivation", "GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "FastGELUActivation",
+                 "AccurateGELUActivation", "ClippedGELUActivation"))),
+    "layer_norm": ("torch.nn.functional.layer_norm", "torch.layer_norm", "torch.native_layer_norm",
+                   # one call that normalizes each row as well: group_norm with one group, instance_norm and
+                   # batch_norm on the transposed input
+                   "torch.nn.functional.group_norm", "torch.group_norm", "torch.native_group_norm",
+                   "torch.nn.functional.instance_norm", "torch.instance_norm",
+                   "torch.nn.functional.batch_norm", "torch.batch_norm", "torch.native_batch_norm"),
 }
+
+#: The same built-ins where every way of calling them meets: PyTorch's operators (``aten::<name>``), replaced in
+#: the dispatcher for the duration of the block. This also catches what renaming cannot reach: a reference taken
+#: before the block (``from torch.nn.functional import gelu as g``, a default argument), ``torch.ops.aten.gelu``,
+#: and any other path into the operator. (Basic operations such as exp, sum, amax, mean, erf, tanh are not in it.)
+OWN_WORK_OPS: dict[str, tuple[str, ...]] = {
+    "softmax": ("_softmax", "_log_softmax", "_safe_softmax", "_masked_softmax"),
+    "scaled_dot_product_attention": ("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+                                     "_scaled_dot_product_flash_attention_for_cpu",
+                                     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                                     "_scaled_dot_product_cudnn_attention", "_native_multi_head_attention"),
+    "gelu": ("gelu",),
+    "layer_norm": ("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "batch_norm",
+                   "native_batch_norm", "_native_batch_norm_legit", "_batch_norm_with_update"),
+}
+
+#: The dispatch keys an operator's own kernels sit under (a backend's, or the device-independent ones).
+_DISPATCH_KEYS = ("CPU", "CUDA", "MPS", "XPU", "CompositeImplicitAutograd", "CompositeExplicitAutograd")
 
 
 class BuiltinUnavailable(AssertionError):
@@ -134,7 +169,17 @@ class BuiltinUnavailable(AssertionError):
 
 
 def _resolve(dotted: str):
-    """(the object that holds the attribute, the attribute's name) for ``torch.nn.functional.gelu``."""
+    """(the object that holds the attribute, the attribute's name) for ``torch.nn.functional.gelu``, or for
+    ``transformers.activations:NewGELUActivation.forward`` when that module is imported (else ImportError)."""
+    if ":" in dotted:
+        module_name, _, path = dotted.partition(":")
+        if module_name not in sys.modules:
+            raise ImportError(f"{module_name} is not imported")
+        owner = sys.modules[module_name]
+        *parents, attr = path.split(".")
+        for part in parents:
+            owner = getattr(owner, part)
+        return owner, attr
     module_name, _, attr = dotted.rpartition(".")
     parts = module_name.split(".")
     for i in range(len(parts), 0, -1):
@@ -148,16 +193,45 @@ def _resolve(dotted: str):
     raise ImportError(dotted)
 
 
+def _unavailable(name: str, exercise: str):
+    def unavailable(*args, **kwargs):
+        raise BuiltinUnavailable(
+            f"{name} is not available here: this exercise is to write {exercise} yourself, from the formula "
+            "(basic tensor operations such as exp, sum, max, mean, matmul are fine)")
+
+    return unavailable
+
+
+def _block_operators(exercise: str, library) -> None:
+    """Register, in ``library`` (``torch.library.Library("aten", "IMPL")``), a kernel that raises for every
+    operator of :data:`OWN_WORK_OPS` of ``exercise``, under each dispatch key where the operator has its own."""
+    for op in OWN_WORK_OPS.get(exercise, ()):
+        kernel = _unavailable(f"PyTorch's {op.lstrip('_')} (aten::{op}, under any name)", exercise)
+        for key in _DISPATCH_KEYS:
+            try:
+                has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", key)
+            except RuntimeError:  # no such operator in this version of PyTorch
+                break
+            if has_kernel:
+                library.impl(op, kernel, key)
+
+
 @contextlib.contextmanager
 def builtins_unavailable(*exercises: str) -> Iterator[None]:
-    """Inside the block, calling a built-in of :data:`OWN_WORK` for ``exercises`` raises
-    :class:`BuiltinUnavailable` that says which exercise wants the student's own code. The built-ins come back
-    after the block.
+    """Inside the block, calling a built-in of :data:`OWN_WORK` (by any name: the operators of
+    :data:`OWN_WORK_OPS` are replaced in PyTorch's dispatcher) for ``exercises`` raises :class:`BuiltinUnavailable`
+    that says which exercise wants the student's own code. Everything comes back after the block, also when it
+    raises.
 
     >>> with builtins_unavailable("softmax"):
-    ...     softmax(x)          # passes only if softmax is written without torch.softmax & co.
+    ...     p = softmax(x)          # passes only if softmax is written without torch.softmax & co.
+    >>> check_close(p, torch.softmax(x, dim=-1))   # the built-in, outside the block, for the expected value
     """
+    unknown = [e for e in exercises if e not in OWN_WORK]
+    if unknown:
+        raise KeyError(f"no built-ins are listed for {unknown}; known: {sorted(OWN_WORK)}")
     saved = []
+    library = None
     try:
         for exercise in exercises:
             for dotted in OWN_WORK[exercise]:
@@ -169,15 +243,17 @@ def builtins_unavailable(*exercises: str) -> Iterator[None]:
                     continue
                 own = attr in vars(owner)  # a class may inherit it: then restoring means deleting ours
                 saved.append((owner, attr, own, vars(owner)[attr] if own else None))
-
-                def unavailable(*args, _name=dotted, _exercise=exercise, **kwargs):
-                    raise BuiltinUnavailable(
-                        f"{_name} is not available here: this exercise is to write {_exercise} yourself, from "
-                        "the formula (basic tensor operations such as exp, sum, max, mean, matmul are fine)")
-
-                setattr(owner, attr, unavailable)
+                setattr(owner, attr, _unavailable(dotted.replace(":", "."), exercise))
+        if any(OWN_WORK_OPS.get(e) for e in exercises):
+            with warnings.catch_warnings():  # "overriding a previously registered kernel": that is the point
+                warnings.simplefilter("ignore")
+                library = torch.library.Library("aten", "IMPL")
+                for exercise in exercises:
+                    _block_operators(exercise, library)
         yield
     finally:
+        if library is not None:
+            library._destroy()  # the operators' own kernels are back
         for owner, attr, own, original in reversed(saved):
             if own:
                 setattr(owner, attr, original)

@@ -34,6 +34,25 @@ def softmax(x, dim=-1):
     e = (x - x.amax(dim=-1, keepdim=True)).exp()
     return e / e.sum(dim=-1, keepdim=True)
 ''', SOFTMAX_TESTS),
+    "softmax that calls torch.softmax (the exercise is to write it)": ("softmax", '''
+#| export
+def softmax(x, dim=-1):
+    return torch.softmax(x, dim=dim)
+''', SOFTMAX_TESTS),
+    "softmax that calls torch.softmax, imported before the check under another name": ("softmax", '''
+#| export
+from torch import softmax as torch_softmax
+
+
+def softmax(x, dim=-1):
+    return torch_softmax(x, dim=dim)
+''', SOFTMAX_TESTS),
+    "attention that calls F.scaled_dot_product_attention (the exercise is to write it)": (
+        "scaled_dot_product_attention", '''
+#| export
+def scaled_dot_product_attention(q, k, v, mask=None):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+''', SDPA_TESTS),
     "attention without the sqrt(d_k) scaling": ("scaled_dot_product_attention", '''
 #| export
 def scaled_dot_product_attention(q, k, v, mask=None):

@@ -126,6 +126,16 @@ test_wrong_answer_is_rejected, test_every_graded_test_rejects_some_wrong_answer 
     SOLUTION, WRONG_ANSWERS)
 
 
+@pytest.fixture(autouse=True)
+def _chapter_4a_on_its_fallback(request, monkeypatch):
+    """The wrong answers' notebook runs as the grader runs it: chapter 4a on its public fallback. (On the
+    solution's 4a instead, attention returns its output laid out differently, and a merge_heads that calls view()
+    on a non-contiguous tensor would also break CausalSelfAttention's tests, which the grader's run and the outside
+    checks find passing: that mistake costs merge_heads' points only.)"""
+    if request.node.originalname == "test_wrong_answer_is_rejected":
+        monkeypatch.setenv("LLMCOURSE_FALLBACK", "attention")
+
+
 def _modules(monkeypatch):
     monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
     from llmcourse.chapters import multi_head_attention as ours

@@ -58,6 +58,24 @@ def gelu_exact(x):
 def gelu_exact(x):
     return x * torch.sigmoid(1.702 * x)
 ''', EXACT_TESTS),
+    "exact GELU that calls F.gelu (the exercise is to write it)": ("gelu_exact", '''
+#| export
+def gelu_exact(x):
+    return torch.nn.functional.gelu(x)
+''', EXACT_TESTS),
+    "tanh GELU with nn.GELU(approximate='tanh') (the exercise is to write it)": ("gelu", '''
+#| export
+def gelu(x):
+    return nn.GELU(approximate="tanh")(x)
+''', GELU_TESTS),
+    "tanh GELU that calls transformers' gelu_new (the exercise is to write it)": ("gelu", '''
+#| export
+from transformers.activations import NewGELUActivation
+
+
+def gelu(x):
+    return NewGELUActivation()(x)
+''', GELU_TESTS),
     "tanh GELU with 0.044715 x^2 instead of x^3": ("gelu", '''
 #| export
 def gelu(x):

@@ -73,6 +73,9 @@ WRONG_ANSWERS = {
         mu = x.mean(dim=-1, keepdim=True)
         return (x - mu) / torch.sqrt(((x - mu) ** 2).mean(dim=-1, keepdim=True) + self.eps)'''),
         {"test_layernorm_hidden"}),
+    "LayerNorm that calls F.layer_norm (the exercise is to write it)": (*layernorm('''
+        return torch.nn.functional.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)'''),
+        LN_TESTS),
     "post-LN block (normalizes after the residual addition)": (*block('''
         x = self.ln_1(x + self.attn(x))
         return self.ln_2(x + self.mlp(x))'''), BLOCK_TESTS),

@@ -64,3 +64,134 @@ def test_tokens_first_mismatch():
 def test_check_works_without_assert_statements():
     with pytest.raises(AssertionError, match="explained"):
         check(False, "explained")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# builtins_unavailable: the built-ins an exercise asks students to write themselves, unavailable for a block
+
+
+def _own_work_calls():
+    """(exercise, label, call) for the ways a student might reach each built-in, references taken early included."""
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.nn.functional import gelu as gelu_taken_early
+    from torch.nn.functional import layer_norm as layer_norm_taken_early
+
+    softmax_taken_early = torch.softmax
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    return [
+        ("softmax", "torch.softmax", lambda: torch.softmax(x, dim=-1)),
+        ("softmax", "Tensor.softmax", lambda: x.softmax(-1)),
+        ("softmax", "F.log_softmax", lambda: F.log_softmax(x, dim=-1)),
+        ("softmax", "nn.Softmax", lambda: nn.Softmax(dim=-1)(x)),
+        ("softmax", "taken early", lambda: softmax_taken_early(x, -1)),
+        ("softmax", "torch.ops.aten._softmax", lambda: torch.ops.aten._softmax(x, -1, False)),
+        ("softmax", "_VariableFunctions", lambda: torch._C._VariableFunctions.softmax(x, -1)),
+        ("scaled_dot_product_attention", "F.sdpa", lambda: F.scaled_dot_product_attention(x, x, x)),
+        ("scaled_dot_product_attention", "nn.MultiheadAttention", lambda: nn.MultiheadAttention(4, 2)(x, x, x)),
+        ("scaled_dot_product_attention", "torch.ops.aten",
+         lambda: torch.ops.aten.scaled_dot_product_attention(x, x, x)),
+        ("gelu", "F.gelu", lambda: F.gelu(x)),
+        ("gelu", "F.gelu tanh", lambda: F.gelu(x, approximate="tanh")),
+        ("gelu", "nn.GELU", lambda: nn.GELU(approximate="tanh")(x)),
+        ("gelu", "taken early", lambda: gelu_taken_early(x)),
+        ("gelu", "torch.ops.aten.gelu", lambda: torch.ops.aten.gelu(x)),
+        ("layer_norm", "F.layer_norm", lambda: F.layer_norm(x, (4,))),
+        ("layer_norm", "nn.LayerNorm", lambda: nn.LayerNorm(4)(x)),
+        ("layer_norm", "taken early", lambda: layer_norm_taken_early(x, (4,))),
+        ("layer_norm", "group_norm", lambda: F.group_norm(x.reshape(6, 1, 4), 1)),
+        ("layer_norm", "_VariableFunctions", lambda: torch._C._VariableFunctions.layer_norm(x, (4,))),
+    ]
+
+
+def _attributes():
+    import torch.nn.functional as F
+
+    return {"torch.softmax": torch.softmax, "F.softmax": F.softmax, "F.gelu": F.gelu, "F.layer_norm": F.layer_norm,
+            "F.sdpa": F.scaled_dot_product_attention, "torch._C._nn.gelu": torch._C._nn.gelu,
+            "Tensor.softmax": torch.Tensor.softmax}
+
+
+def _all_available(calls):
+    for _, _, call in calls:
+        call()  # raises if still unavailable
+    assert "softmax" not in vars(torch.Tensor) and "log_softmax" not in vars(torch.Tensor), \
+        "torch.Tensor.softmax must be inherited again, not a copy of the original"
+
+
+def test_builtins_unavailable_inside_and_restored_after(capsys):
+    import warnings
+
+    from llmcourse.checks import OWN_WORK, BuiltinUnavailable, builtins_unavailable
+
+    calls = _own_work_calls()
+    before = _attributes()
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for exercise in OWN_WORK:
+            with builtins_unavailable(exercise):
+                for name, label, call in calls:
+                    if name != exercise:
+                        if (exercise, name) != ("softmax", "scaled_dot_product_attention"):  # (that one uses softmax)
+                            call()  # another exercise's built-ins stay available
+                        continue
+                    with pytest.raises(BuiltinUnavailable, match=f"write {exercise} yourself"):
+                        call()
+                        pytest.fail(f"{label} is available inside builtins_unavailable({exercise!r})")
+                # the basic operations the exercises are written with still work, gradients included
+                e = (x - x.amax(dim=-1, keepdim=True)).exp()
+                y = e / e.sum(dim=-1, keepdim=True) + 0.5 * x * (1 + torch.erf(x / 2**0.5))
+                y = (y - y.mean(-1, keepdim=True)) / (y.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+                y.sum().backward()
+            _all_available(calls)
+    assert _attributes() == before
+    assert not caught, [str(w.message) for w in caught]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_builtins_unavailable_restores_when_the_block_raises_and_when_nested():
+    from llmcourse.checks import BuiltinUnavailable, builtins_unavailable
+
+    calls = _own_work_calls()
+    before = _attributes()
+    with pytest.raises(ZeroDivisionError):
+        with builtins_unavailable("softmax", "gelu", "layer_norm", "scaled_dot_product_attention"):
+            raise ZeroDivisionError
+    _all_available(calls)
+    assert _attributes() == before
+    with builtins_unavailable("softmax"):
+        with builtins_unavailable("softmax", "gelu"):
+            with pytest.raises(BuiltinUnavailable):
+                torch.nn.functional.gelu(torch.ones(2))
+        torch.nn.functional.gelu(torch.ones(2))  # the inner block's built-ins are back ...
+        with pytest.raises(BuiltinUnavailable):
+            torch.ones(2).softmax(0)  # ... the outer block's are still unavailable
+    _all_available(calls)
+    assert _attributes() == before
+    with pytest.raises(KeyError, match="no built-ins are listed"):
+        with builtins_unavailable("sofmax"):
+            pass
+
+
+def test_every_own_work_exercise_blocks_its_operators_and_names_exist():
+    from llmcourse.checks import OWN_WORK, OWN_WORK_OPS, _resolve
+
+    assert set(OWN_WORK_OPS) == set(OWN_WORK)
+    for names in OWN_WORK.values():
+        for dotted in names:
+            if ":" not in dotted:
+                owner, attr = _resolve(dotted)
+                assert hasattr(owner, attr), dotted  # a typo would silently leave a built-in available
+
+
+def test_transformers_gelu_is_unavailable_once_imported():
+    activations = pytest.importorskip("transformers.activations")
+    from llmcourse.checks import BuiltinUnavailable, builtins_unavailable
+
+    x = torch.randn(5)
+    with builtins_unavailable("gelu"):
+        for name in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu", "gelu_python"):
+            with pytest.raises(BuiltinUnavailable):
+                activations.ACT2FN[name](x)
+    torch.testing.assert_close(activations.ACT2FN["gelu_new"](x), torch.nn.functional.gelu(x, approximate="tanh"))

@@ -91,15 +91,15 @@ def mask_visible(m):
 
 
 def mask_hidden(m):
-    out = {f"T{T}": m.causal_mask(T) for T in (1, 2, 5, 17)}
+    out = {f"T{T}": m.causal_mask(T) for T in (1, 2, 5, 6, 17)}  # 6: the mask the test attends with
     out["device"] = m.causal_mask(3, device="cpu").device.type
     return out
 
 
 PROBES = [
-    Probe("test_softmax", softmax_visible, close(1e-6), forbid=("softmax",)),
+    Probe("test_softmax", softmax_visible, {"123": close(1e-6), "shifted": close(1e-6)}, forbid=("softmax",)),
     Probe("test_softmax_hidden", softmax_hidden, {"inf64": close(1e-12), "input_unchanged": equal(),
-                                                  "grad": close(1e-8)} | {}, forbid=("softmax",)),
+                                                  "grad": close(1e-8)}, forbid=("softmax",)),
     Probe("test_sdpa", sdpa_visible, {"picks": close(1e-4)}, forbid=("scaled_dot_product_attention",)),
     Probe("test_sdpa_hidden", sdpa_hidden, {"large64": close(1e-8), "grad_q": close(1e-8), "grad_k": close(1e-8),
                                             "grad_v": close(1e-8)}, forbid=("scaled_dot_product_attention",)),
