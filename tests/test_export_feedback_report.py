@@ -23,8 +23,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CANARY = "CANARY_7f3a_hidden_check"
 HIDDEN_LINE = f'assert add(2, 3) == 5, "{CANARY}: add(2, 3)"'
 CHAPTER, SYNTH = "04a_attention", "09_canary"
-A04 = [("test_softmax", 1, False), ("test_softmax_hidden", 2, True), ("test_sdpa", 1, False),
-       ("test_sdpa_hidden", 2, True), ("test_causal_mask", 1, False), ("test_causal_mask_hidden", 2, True)]
+A04 = [("test_softmax", 1, False), ("test_softmax_hidden", 2, True), ("test_sdpa", 2, False),
+       ("test_sdpa_hidden", 2, True), ("test_causal_mask", 1, False), ("test_causal_mask_hidden", 1, True)]
 
 
 def synthetic_notebook() -> nbformat.NotebookNode:

@@ -280,3 +280,12 @@ def test_grade_from_another_folder_with_a_root_that_is_not_a_course(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "autograder", "grade", "--root", str(tmp_path)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1 and "not a course folder" in proc.stderr
+
+
+def test_an_export_cell_cannot_switch_the_own_work_rule_off(tmp_path, attention_reference):
+    disarm = ("#| export\nimport contextlib\nimport llmcourse.checks as _checks\n_checks.OWN_WORK.clear()\n"
+              "_checks.builtins_unavailable = lambda *a: contextlib.nullcontext()\n\n"
+              "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=dim)\n")
+    make, _ = _plain_command(_tree(tmp_path, {"softmax": disarm}))
+    verdicts = {v.cell: v for v in OutsideCheck("attention", attention_reference, make, 300).run(tmp_path)}
+    assert verdicts["test_softmax"].verdict == "error" and "not available" in verdicts["test_softmax"].detail

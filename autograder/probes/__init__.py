@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import math
 import os
 import signal
 import sys
@@ -329,16 +328,41 @@ def _progress(out: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+class _OwnWorkGuard:
+    """``llmcourse.checks.builtins_unavailable`` and its tables as they were before any student code ran: put back
+    before each probe, so an export cell that rebinds or empties them changes nothing. (A determined student can
+    still reach a built-in by routes the tables do not list: the instructors' page says so.)"""
+
+    def __init__(self):
+        from llmcourse import checks
+
+        self.checks = checks
+        self.guard = checks.builtins_unavailable
+        self.tables = {name: {k: tuple(v) for k, v in getattr(checks, name).items()}
+                       for name in ("OWN_WORK", "OWN_WORK_OPS") if hasattr(checks, name)}
+
+    def __call__(self, *exercises):
+        for name, table in self.tables.items():
+            current = getattr(self.checks, name)
+            current.clear()
+            current.update(table)
+        return self.guard(*exercises)
+
+
+_GUARD: _OwnWorkGuard | None = None
+
+
 def run_probe(module, probe: Probe, reference: bool = False) -> tuple[dict | None, str | None]:
     """Run one probe on ``module``: (its values, None) or (None, what went wrong)."""
     import torch
 
-    from llmcourse.checks import builtins_unavailable
-
+    global _GUARD
+    if _GUARD is None:
+        _GUARD = _OwnWorkGuard()
     torch.manual_seed(0)
     forbid = () if reference else probe.forbid
     try:
-        with torch.no_grad(), builtins_unavailable(*forbid):
+        with torch.no_grad(), _GUARD(*forbid):
             values = probe.run(module)
         if not isinstance(values, dict):
             return None, f"the check returned {type(values).__name__}"
@@ -355,6 +379,9 @@ def run_all(module_name: str, out: Path, skip: set[str] = frozenset(), reference
     _progress(out, "start")
     probes = chapter_probes(module_name)
     import torch  # noqa: F401 - imported before the student's code, so its time is not charged to it
+
+    global _GUARD
+    _GUARD = _OwnWorkGuard()  # before the student's code runs
 
     signal.signal(signal.SIGALRM, _on_alarm)
     _progress(out, "import")
