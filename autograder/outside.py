@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,7 +115,8 @@ class OutsideCheck:
 
     ``make_command(argv, out)`` returns (the sandboxed command line for ``argv`` with ``out`` writable, its
     environment);
-    ``timeout`` bounds one process (all probes); a probe's own limit is in the probe.
+    ``timeout`` bounds all of it, every process together (a probe's own limit is in the probe): code that hangs
+    and ignores the probe's alarm costs its remaining probes, never hours of a grading worker.
     """
 
     def __init__(self, module: str, reference: dict[str, dict], make_command, timeout: float, log=None):
@@ -130,9 +132,18 @@ class OutsideCheck:
         charged: dict[str, str] = {}  # probe key -> what its process did while it ran (the student's)
         infra_failures = 0
         attempt = 0
+        deadline = time.monotonic() + self.timeout
         while True:
             todo = [p for p in self.probes if p.key not in outputs and p.key not in charged]
             if not todo:
+                break
+            left = deadline - time.monotonic()
+            if left <= 1:
+                if infra_failures:
+                    raise GraderError("the outside check failed before reaching the student's code, and then ran "
+                                      "out of time")
+                for p in todo:
+                    charged[p.key] = f"not run: the outside checks used up their {self.timeout:g} s"
                 break
             attempt += 1
             if attempt > len(self.probes) + 2:
@@ -143,7 +154,7 @@ class OutsideCheck:
             argv = [sys.executable, "-m", "autograder.probes", self.module, str(out)]
             if skip:
                 argv += ["--skip", ",".join(skip)]
-            how = self._run_process(argv, out)
+            how = self._run_process(argv, out, left)
             progress = ProgressLog.read(out)
             got = {k: v for k, v in read_outputs(out, todo).items() if v is not None}
             outputs.update(got)
@@ -172,7 +183,7 @@ class OutsideCheck:
             theirs[key] = {"values": {}, "error": why}
         return verdicts(self.probes, theirs, self.reference)
 
-    def _run_process(self, argv: list[str], out: Path) -> str:
+    def _run_process(self, argv: list[str], out: Path, timeout: float) -> str:
         """Run one probe process; returns how it ended, in words."""
         from autograder.sandbox import SandboxUnavailable
 
@@ -184,10 +195,10 @@ class OutsideCheck:
         try:
             with open(log_path, "wb") as log:
                 proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                      timeout=self.timeout, preexec_fn=_die_with_parent)
+                                      timeout=timeout, preexec_fn=_die_with_parent)
             how = f"exited with status {proc.returncode}"
         except subprocess.TimeoutExpired:
-            how = f"ran past the check's time limit of {self.timeout:g} s"
+            how = f"ran past the time left to the checks ({timeout:.0f} s)"
         except OSError as err:
             how = f"could not start ({err})"
         tail = _tail(log_path)
