@@ -256,3 +256,27 @@ def test_fallback_agrees_with_solution(monkeypatch):
     pairs = torch.bincount(out[:-1] * 4 + out[1:], minlength=16).reshape(4, 4).double()
     visits = pairs.sum(1, keepdim=True)
     assert ((pairs - visits * T).abs() <= 5 * (visits * T * (1 - T)).sqrt() + 1).all()
+
+
+def test_sampling_checks_pass_correct_samplers_on_other_seeds(monkeypatch):
+    """The outside checks of sampling judge frequencies against the table, not tokens against the reference's: two
+    correct samplers (the solution's multinomial, the fallback's inverse CDF) pass them on other seeds too. (On
+    150 seeds each, none failed; binomial tails put a correct sampler's chance of failing at 6e-6, the fair coin's
+    at 2.7e-5.)"""
+    monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
+    from autograder.probes.language_models import T_HIDDEN, _Table, fair_coin, transitions_follow_table
+    from llmcourse.chapters import language_models as ours
+    from llmcourse.fallbacks import language_models as fallback
+
+    coin = _Table([[0.5, 0.5], [0.5, 0.5]])
+    for impl in (ours, fallback):
+        for seed in (11, 12):
+            out = impl.sample_tokens(_Table(T_HIDDEN), 3, 20_000, torch.Generator().manual_seed(seed))
+            pairs = torch.bincount(out[:-1] * 4 + out[1:], minlength=16).reshape(4, 4).double().numpy()
+            assert transitions_follow_table(pairs, None) is None, (impl.__name__, seed)
+            ones = impl.sample_tokens(coin, 0, 200, torch.Generator().manual_seed(seed))[1:].double().mean().item()
+            assert fair_coin(ones, None) is None, (impl.__name__, seed)
+    wrong = torch.tensor([[0.25] * 4] * 4, dtype=torch.float64)  # uniform transitions instead of the table's
+    out = fallback.sample_tokens(_Table(wrong), 3, 20_000, torch.Generator().manual_seed(0))
+    pairs = torch.bincount(out[:-1] * 4 + out[1:], minlength=16).reshape(4, 4).double().numpy()
+    assert "do not follow" in transitions_follow_table(pairs, None)
