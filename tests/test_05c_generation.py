@@ -96,7 +96,7 @@ def apply_repetition_penalty(logits, input_ids, penalty, attention_mask=None):
         {"test_attend_with_cache_hidden", "test_generate_hidden"}),
     # 5c.5 generate
     "generate with the temperature applied after the softmax": ("generate", edit(
-        "generate", ("scores = scores / temperature  # before the softmax\n", ""),
+        "generate", ("                scores = scores / temperature  # before the softmax\n", ""),
         ("probs = scores.softmax(dim=-1)", "probs = scores.softmax(dim=-1) / temperature")), {"test_generate_hidden"}),
     "generate with the sampling filters before the repetition penalty": ("generate", edit(
         "generate", ("            if repetition_penalty != 1.0:\n"
