@@ -19,5 +19,14 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tenso
 def scaled_dot_product_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d_k) + mask) v: ``torch.nn.functional.scaled_dot_product_attention``."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    """softmax(q k^T / sqrt(d_k) + mask) v: ``torch.nn.functional.scaled_dot_product_attention``.
+
+    A query that the mask lets read no key at all gets NaN, as the formula gives (a softmax over nothing but
+    -inf); PyTorch's built-in returns zeros there, which would hide a mask that forgets such a row."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if mask is not None:
+        allowed = mask if mask.dtype == torch.bool else mask > float("-inf")
+        reads_nothing = ~allowed.any(dim=-1, keepdim=True)
+        if reads_nothing.any():
+            out = out.masked_fill(reads_nothing, float("nan"))
+    return out
