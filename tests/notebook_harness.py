@@ -146,10 +146,31 @@ def _essentials_suffice(path: str, mtime: float) -> bool:
     return all(r.passed for r in results if r.graded)
 
 
+@contextlib.contextmanager
+def graded_like_the_grader(path: Path):
+    """Every chapter before the notebook's on its public fallback, as when the grader runs it."""
+    from llmcourse import registry
+
+    chapter = Path(path).stem
+    order = list(registry.CHAPTER_IDS)
+    earlier = [registry.module_name(c) for c in order[:order.index(chapter)]] if chapter in order else []
+    old = os.environ.get("LLMCOURSE_FALLBACK")
+    os.environ["LLMCOURSE_FALLBACK"] = ",".join(earlier)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LLMCOURSE_FALLBACK", None)
+        else:
+            os.environ["LLMCOURSE_FALLBACK"] = old
+
+
 def rejected_by(path: Path, grade_id: str, source: str) -> set[str]:
-    """The graded cells that fail when the solution cell ``grade_id`` is replaced by ``source``."""
-    fast = _essentials_suffice(str(path), Path(path).stat().st_mtime)
-    return failed(run_notebook(path, replace={grade_id: source}, only_essential=fast))
+    """The graded cells that fail when the solution cell ``grade_id`` is replaced by ``source``, with the earlier
+    chapters on their fallbacks, as when grading."""
+    with graded_like_the_grader(path):
+        fast = _essentials_suffice(str(path), Path(path).stat().st_mtime)
+        return failed(run_notebook(path, replace={grade_id: source}, only_essential=fast))
 
 
 def wrong_answer_tests(solution: Path, wrong_answers: dict[str, tuple[str, str, set[str]]]):

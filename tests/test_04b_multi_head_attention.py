@@ -185,7 +185,8 @@ def test_fallback_agrees_with_solution(monkeypatch):
     for kwargs in ({"n_head": 1, "n_embd": 8}, {"n_head": 4, "n_embd": 32}, {"n_head": 3, "n_embd": 24, "bias": False}):
         mine = ours.CausalSelfAttention(ours.GPTConfig(block_size=16, **kwargs))
         theirs = fallback.CausalSelfAttention(fallback.GPTConfig(block_size=16, **kwargs))
-        assert mine.use_torch_sdpa is False and theirs.use_torch_sdpa is True
+        # the same default: code that reads the flag (5c's cached attention) takes chapter 4a's attention
+        assert mine.use_torch_sdpa is False and theirs.use_torch_sdpa is False
         theirs.load_state_dict(mine.state_dict())  # strict: the same names and shapes
         x = torch.randn(3, 16, kwargs["n_embd"], generator=gen)
         with torch.no_grad():

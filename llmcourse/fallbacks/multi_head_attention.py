@@ -54,7 +54,9 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.use_torch_sdpa = True
+        # as in chapter 4b: False means code that reads this flag (chapter 5c's cached attention) uses chapter 4a's
+        # scaled_dot_product_attention; this module's own forward is PyTorch's fused kernel either way
+        self.use_torch_sdpa = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
