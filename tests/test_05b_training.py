@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import ROOT
 from notebook_harness import rejected_by, run_notebook, solution_cells
+from probe_harness import outside_verdicts
 
 CHAPTER = "05b_training"
 SOLUTION = ROOT / "solutions" / CHAPTER / f"{CHAPTER}.ipynb"
@@ -214,6 +215,12 @@ def test_wrong_answer_is_rejected(label, quick_notebook, monkeypatch):
     cell, source, must_fail = WRONG_ANSWERS[label]
     rejected = rejected_by(quick_notebook, cell, source)
     assert must_fail <= rejected, f"{label}: not rejected by {sorted(must_fail - rejected)}"
+    # the points come from the outside checks: they must reject it in the same cells as the notebook's own tests
+    outside = outside_verdicts(quick_notebook, {cell: source})
+    failed_outside = {c for c, (verdict, _) in outside.items() if verdict != "pass"}
+    assert failed_outside == rejected, (
+        f"{label}: the notebook's tests reject {sorted(rejected)}, the outside checks {sorted(failed_outside)}: "
+        f"{({c: outside[c][1] for c in failed_outside ^ rejected if c in outside})}")
 
 
 def test_every_graded_test_rejects_some_wrong_answer(quick_notebook, monkeypatch):

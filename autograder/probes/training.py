@@ -1,0 +1,367 @@
+"""Outside checks of chapter 5b (training): batches, the optimizer's groups, the schedule, one step, a checkpoint.
+
+The model is chapter 5a's GPT, which is its public fallback on both sides (the grader resolves earlier chapters to
+their fallbacks), built under fixed seeds, so both sides start from the same weights. Where a test draws its
+batches with the student's ``get_batch`` only for convenience (``train_step``, the checkpoint), the probe draws
+them itself, so a mistake in ``get_batch`` costs ``get_batch``'s cells only, as it does in the notebook. Where a
+test checks a property of a run (the loss falls, a resumed run equals the uninterrupted one, the norm exceeds the
+threshold) the probe returns the numbers and the comparator applies the test's threshold. Every probe records the
+warnings the student's code prints: in the notebook they land on the cell's stderr, which fails it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autograder.probes import Probe, close, equal
+from autograder.probes.gpt import Rules, below, near, watched
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _gpt(**overrides):
+    from llmcourse.chapters.gpt import GPT, preset
+
+    return GPT(preset("course-tiny", **overrides))
+
+
+def _batch(data: torch.Tensor, T: int, B: int, gen: torch.Generator):
+    """The grader's own batches: B random windows of T tokens and their next tokens."""
+    starts = torch.randint(len(data) - T, (B,), generator=gen)
+    positions = starts[:, None] + torch.arange(T)
+    return data[positions], data[positions + 1]
+
+
+def _lr(step: int, max_lr: float, warmup: int, total: int, min_lr: float) -> float:
+    """The course's schedule, so that a run of the grader's does not depend on the student's lr_at."""
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / (total - warmup))) * (max_lr - min_lr)
+
+
+def _without_key_bias(name: str, p: torch.Tensor) -> torch.Tensor:
+    """The parameter, but of attention's bias only the query and value thirds. The key bias adds the same number to
+    every score of a row, which the softmax ignores: its gradient is 0 up to rounding, and Adam turns that rounding
+    into steps of size lr, so its values depend on the order of the floating-point sums (the thread count), not on
+    the code under test. (The notebook's test compares two runs in one process, where the rounding is the same.)"""
+    if not name.endswith("attn.c_attn.bias"):
+        return p
+    C = p.shape[0] // 3
+    return torch.cat([p[:C], p[2 * C:]])
+
+
+def _cleared(model: nn.Module) -> bool:
+    return all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def falls_by(amount: float, last: int = 1):
+    """[loss, loss, ...] of a run: the mean of the last ``last`` losses is below the first minus ``amount`` (the
+    test's threshold; the reference's run is not used, a correct run of other seeds falls as far)."""
+
+    def compare(got, expected):
+        try:
+            losses = [float(v) for v in got]
+        except (TypeError, ValueError):
+            return f"got {got!r:.60}, expected a list of losses"
+        if len(losses) < last + 1 or not sum(losses[-last:]) / last < losses[0] - amount:
+            return f"the loss should fall by more than {amount:g}: {losses[0]:.4f} -> {losses[-1]:.4f}"
+        return None
+
+    return compare
+
+
+def above(limit: float):
+    def compare(got, expected):
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or not got > limit:
+            return f"{got!r:.60}, expected more than {limit:g}"
+        return None
+
+    return compare
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.1 get_batch
+
+
+def batch_visible(m):
+    data = torch.arange(100, 200)
+    x, y = m.get_batch(data, block_size=8, batch_size=4, generator=_gen(0))
+    out = {"shapes": [list(x.shape), list(y.shape)], "dtype": str(x.dtype),
+           "consecutive": bool(torch.equal(x[:, 1:] - x[:, :-1], torch.ones(4, 7, dtype=torch.long))),
+           "shifted": bool(torch.equal(y, x + 1))}
+    x2, y2 = m.get_batch(data, block_size=8, batch_size=4, generator=_gen(0))
+    out["reproducible"] = bool(torch.equal(x, x2) and torch.equal(y, y2))
+    x, y = m.get_batch(data[:9], block_size=8, batch_size=2)
+    out["only_window"] = bool(torch.equal(x[0], data[:8]) and torch.equal(y[0], data[1:9]))
+    return out
+
+
+def batch_hidden(m):
+    gen = _gen(51)
+    data = torch.randint(0, 50, (300,), generator=gen)
+    x, y = m.get_batch(data, 16, 32, generator=gen)
+    out = {"shapes": [list(x.shape), list(y.shape)]}
+    windows_x, windows_y = data.unfold(0, 16, 1)[:-1], data[1:].unfold(0, 16, 1)
+    out["rows_are_windows"] = all(bool(((windows_x == x[b]).all(dim=1) & (windows_y == y[b]).all(dim=1)).any())
+                                  for b in range(32))
+    # the starts cover 0 .. N-T-1, uniformly, and never run past the end
+    data = torch.arange(1000, 1011)
+    x, y = m.get_batch(data, 8, 600, generator=_gen(3))
+    counts = torch.bincount(x[:, 0] - 1000, minlength=3)
+    out["start_values"] = len(counts)
+    out["fewest_starts"] = int(counts.min())
+    out["shifted"] = bool(torch.equal(y, x + 1))
+    # randomness from the generator only
+    state = torch.get_rng_state()
+    a, _ = m.get_batch(torch.arange(500), 4, 8, generator=_gen(7))
+    out["global_rng_untouched"] = bool(torch.equal(state, torch.get_rng_state()))
+    b, _ = m.get_batch(torch.arange(500), 4, 8, generator=_gen(8))
+    out["seeds_differ"] = not torch.equal(a, b)
+    x, y = m.get_batch(torch.arange(50), 4, 2, generator=gen, device="meta")
+    out["device"] = [x.device.type, y.device.type]
+    try:
+        m.get_batch(torch.arange(8), 8, 2, generator=gen)
+        out["too_short_raises"] = False
+    except Exception:  # noqa: BLE001 - any error is what the test asks for
+        out["too_short_raises"] = True
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.2 configure_optimizer
+
+
+def optimizer_visible(m):
+    torch.manual_seed(0)
+    tiny = _gpt(vocab_size=64)
+    opt = m.configure_optimizer(tiny, weight_decay=0.1, lr=1e-3)
+    out = {"is_AdamW": isinstance(opt, torch.optim.AdamW), "groups": len(opt.param_groups)}
+    decay, no_decay = opt.param_groups
+    out["weight_decay"] = [decay["weight_decay"], no_decay["weight_decay"]]
+    out["decayed_are_matrices"] = all(p.dim() >= 2 for p in decay["params"])
+    out["others_are_vectors"] = all(p.dim() < 2 for p in no_decay["params"])
+    out["numbers"] = [sum(p.numel() for g in opt.param_groups for p in g["params"]), tiny.num_params()]
+    out["lr_betas"] = [opt.param_groups[0]["lr"], list(opt.param_groups[0]["betas"])]
+    return out
+
+
+def optimizer_hidden(m):
+    torch.manual_seed(0)
+    tiny = _gpt(vocab_size=64)
+    opt = m.configure_optimizer(tiny, weight_decay=0.05, lr=3e-4, betas=(0.8, 0.99))
+    names = {id(p): n for n, p in tiny.named_parameters()}
+    decay_ids = [id(p) for p in opt.param_groups[0]["params"]]
+    other_ids = [id(p) for p in opt.param_groups[1]["params"]]
+    out = {"no_duplicates": len(decay_ids) == len(set(decay_ids)) and len(other_ids) == len(set(other_ids)),
+           "each_once": set(decay_ids) | set(other_ids) == set(names) and not set(decay_ids) & set(other_ids),
+           "decayed": sorted(names.get(i, "?") for i in decay_ids),
+           "not_decayed": sorted(names.get(i, "?") for i in other_ids),
+           "settings": [[g["weight_decay"], g["lr"], list(g["betas"])] for g in opt.param_groups]}
+    # any module: frozen parameters are left out, a 4-D convolution weight is decayed
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4), nn.Conv2d(1, 2, 3), nn.Linear(4, 2))
+    net[4].weight.requires_grad_(False)
+    net[4].bias.requires_grad_(False)
+    opt = m.configure_optimizer(net, 0.1, 1e-3)
+    names = {id(p): n for n, p in net.named_parameters()}
+    out["module/groups"] = [sorted(names[id(p)] for p in g["params"]) for g in opt.param_groups]
+    # the step itself: with zero gradients, AdamW shrinks decayed weights by lr * wd and leaves the rest alone
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    opt.step()
+    out["module/decayed_after_step"] = net[1].weight.detach().clone()
+    out["module/gain_after_step"] = net[2].weight.detach().clone()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.3 lr_at
+
+_VISIBLE_STEPS = (0, 4, 9, 10, 55, 100, 150)
+_SCHEDULES = [(6e-4, 20, 200, 6e-5), (1e-3, 1, 50, 0.0), (3e-3, 0, 40, 1e-4), (1.0, 7, 31, 0.25)]
+
+
+def lr_visible(m):
+    return {"rates": [float(m.lr_at(s, 1.0, 10, 100, 0.1)) for s in _VISIBLE_STEPS]}
+
+
+def lr_hidden(m):
+    out = {}
+    for i, (max_lr, warmup, total, min_lr) in enumerate(_SCHEDULES):
+        rates = [float(m.lr_at(s, max_lr, warmup, total, min_lr)) for s in range(total + 1)]
+        out[f"s{i}/rates"] = torch.tensor(rates, dtype=torch.float64)
+        out[f"s{i}/shape"] = [all(a <= b + 1e-15 for a, b in zip(rates[:warmup], rates[1:warmup + 1])),
+                              all(a >= b - 1e-15 for a, b in zip(rates[warmup:], rates[warmup + 1:]))]
+        out[f"s{i}/after_total"] = [float(m.lr_at(s, max_lr, warmup, total, min_lr))
+                                    for s in (total, total + 1, total + 17, 10 * total)]
+    out["floats"] = [isinstance(m.lr_at(s, 1.0, 10, 100, 0.1), float) for s in (3, 30)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.4 train_step
+
+
+def step_visible(m):
+    torch.manual_seed(0)
+    tiny = _gpt(vocab_size=64)
+    opt = m.configure_optimizer(tiny, weight_decay=0.1, lr=1.0)
+    counting = torch.arange(2000) % 64  # each token is the last one + 1
+    gen = _gen(0)
+    losses = []
+    with torch.enable_grad():
+        for _ in range(15):
+            loss, norm = m.train_step(tiny, opt, *_batch(counting, 16, 8, gen), lr=3e-3, grad_clip=1.0)
+            losses.append(loss)
+    return {"floats": isinstance(loss, float) and isinstance(norm, float), "losses": [float(v) for v in losses],
+            "lr_set": all(g["lr"] == 3e-3 for g in opt.param_groups), "cleared": _cleared(tiny)}
+
+
+_STEPS = [(1e-3, 0.5), (2e-3, 0.05), (5e-4, float("inf")), (1e-3, 0.3)]
+
+
+def step_hidden(m):
+    out = {}
+    torch.manual_seed(5)
+    model = _gpt(vocab_size=64, n_layer=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.1)
+    gen = _gen(6)
+    with torch.enable_grad():
+        for step, (lr, clip) in enumerate(_STEPS):
+            x, y = _batch(torch.randint(0, 64, (500,), generator=gen), 16, 4, gen)
+            out[f"step{step}/loss_norm"] = [float(v) for v in m.train_step(model, opt, x, y, lr=lr, grad_clip=clip)]
+            for name, p in model.named_parameters():
+                out[f"step{step}/{name}"] = _without_key_bias(name, p.detach().clone())
+        # clipping bounds the update: with plain SGD at lr 1 the step is minus the clipped gradient
+        sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+        before = [p.detach().clone() for p in model.parameters()]
+        _, norm = m.train_step(model, sgd, x, y, lr=1.0, grad_clip=0.01)
+        out["sgd/norm_before_clipping"] = float(norm)
+        out["sgd/step_length"] = float(torch.sqrt(sum(((p.detach() - b) ** 2).sum()
+                                                      for p, b in zip(model.parameters(), before))))
+        out["sgd/cleared"] = _cleared(model)
+        # a real run learns, and nothing trains on the validation data
+        torch.manual_seed(7)
+        net = _gpt(vocab_size=64)
+        seen = []
+        hook = net.register_forward_pre_hook(lambda mod, args: seen.append((torch.is_grad_enabled(),
+                                                                           int(args[0].max()))))
+        train_part, val_part = torch.arange(3000) % 32, 32 + torch.arange(600) % 32
+        opt = m.configure_optimizer(net, 0.1, 1e-3)
+        gen = _gen(8)
+        losses = []
+        for step in range(25):
+            x, y = _batch(train_part, 16, 8, gen)
+            losses.append(float(m.train_step(net, opt, x, y, lr=_lr(step, 3e-3, 5, 25, 3e-4), grad_clip=1.0)[0]))
+            if step % 10 == 0:
+                m.estimate_loss(net, val_part, 16, batch_size=8)
+        hook.remove()
+    out["run/losses"] = losses
+    out["run/no_validation_in_training"] = all(top < 32 for grad, top in seen if grad)
+    out["run/estimate_loss_without_gradients"] = any(not grad for grad, _ in seen) and net.training
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.5 save_checkpoint, load_checkpoint
+
+
+def checkpoint_visible(m):
+    folder = Path(tempfile.mkdtemp(prefix="probe-training-"))
+    try:
+        torch.manual_seed(0)
+        tiny = _gpt(vocab_size=64)
+        opt = m.configure_optimizer(tiny, 0.1, 1e-3)
+        gen = _gen(0)
+        counting = torch.arange(2000) % 64
+        with torch.enable_grad():
+            for _ in range(3):
+                m.train_step(tiny, opt, *_batch(counting, 16, 4, gen), lr=1e-3)
+        m.save_checkpoint(folder, tiny, opt, 3, gen)
+        out = {"files": [(folder / n).is_file() for n in ("config.json", "model.safetensors", "training_state.pt")]}
+        other = _gpt(vocab_size=64)
+        other_opt = m.configure_optimizer(other, 0.1, 1e-3)
+        other_gen = _gen(123)
+        out["step"] = m.load_checkpoint(folder, other, other_opt, other_gen)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    out["weights"] = all(bool(torch.equal(p, q)) for p, q in zip(tiny.parameters(), other.parameters()))
+    out["generator"] = bool(torch.equal(gen.get_state(), other_gen.get_state()))
+    out["optimizer_steps"] = float(other_opt.state_dict()["state"][0]["step"])
+    return out
+
+
+def checkpoint_hidden(m):
+    data = torch.randint(0, 64, (2000,), generator=_gen(9)) // 2 * 2  # some structure
+
+    def run(model, opt, gen, first, last):
+        return [float(m.train_step(model, opt, *_batch(data, 16, 4, gen), lr=_lr(step, 2e-3, 2, last, 1e-4),
+                                   grad_clip=1.0)[0]) for step in range(first, last)]
+
+    folder = Path(tempfile.mkdtemp(prefix="probe-training-"))
+    try:
+        with torch.enable_grad():
+            torch.manual_seed(10)
+            straight = _gpt(vocab_size=64, dropout=0.1)  # dropout: the global RNG matters too
+            opt = m.configure_optimizer(straight, 0.1, 2e-3)
+            gen = _gen(11)
+            run(straight, opt, gen, 0, 4)
+            m.save_checkpoint(folder, straight, opt, 4, gen)
+            expected = run(straight, opt, gen, 4, 8)
+            torch.manual_seed(99)  # whatever happened in between must not matter
+            resumed = _gpt(vocab_size=64, dropout=0.1)
+            opt2 = m.configure_optimizer(resumed, 0.1, 2e-3)
+            gen2 = _gen(12345)
+            step = m.load_checkpoint(folder, resumed, opt2, gen2)
+            got = run(resumed, opt2, gen2, step, 8) if step == 4 else []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"step": step, "losses_resumed_vs_straight": [got, expected],
+            "weights_error": max(float((p - q).abs().max()) for p, q in zip(resumed.parameters(),
+                                                                            straight.parameters()))}
+
+
+def same_run(atol: float):
+    """[losses after resuming, losses without stopping], from the student's own code: equal within ``atol``."""
+
+    def compare(got, expected):
+        try:
+            a, b = ([float(v) for v in run] for run in got)
+        except (TypeError, ValueError):
+            return f"got {got!r:.60}, expected two lists of losses"
+        if len(a) != len(b) or any(not abs(u - v) <= atol for u, v in zip(a, b)):
+            return f"losses after resuming {[round(v, 6) for v in a]}, without stopping {[round(v, 6) for v in b]}"
+        return None
+
+    return compare
+
+
+PROBES = [
+    Probe("test_get_batch", watched(batch_visible), Rules(equal(), {})),
+    Probe("test_get_batch_hidden", watched(batch_hidden), Rules(equal(), {"fewest_starts": above(140)})),
+    Probe("test_configure_optimizer", watched(optimizer_visible), Rules(equal(), {})),
+    Probe("test_configure_optimizer_hidden", watched(optimizer_hidden),
+          Rules(equal(), {"decayed_after_step": close(1e-7, 0), "gain_after_step": close(0, 0)})),
+    Probe("test_lr_at", watched(lr_visible), Rules(close(1e-5, 1e-5), {})),
+    Probe("test_lr_at_hidden", watched(lr_hidden),
+          Rules(equal(), {"/rates": close(1e-12, 1e-9), "/after_total": close(1e-15, 0)})),
+    Probe("test_train_step", watched(step_visible), Rules(equal(), {"losses": falls_by(0.5)})),
+    Probe("test_train_step_hidden", watched(step_hidden),
+          Rules(close(1e-6, 1e-5), {"sgd/norm_before_clipping": above(0.01), "sgd/step_length": near(0.01, 1e-5),
+                                    "sgd/cleared": equal(), "run/losses": falls_by(1.0, last=5),
+                                    "run/no_validation_in_training": equal(),
+                                    "run/estimate_loss_without_gradients": equal()})),
+    Probe("test_checkpoint", watched(checkpoint_visible), Rules(equal(), {})),
+    Probe("test_checkpoint_hidden", watched(checkpoint_hidden),
+          Rules(equal(), {"losses_resumed_vs_straight": same_run(1e-6), "weights_error": below(1e-6)})),
+]
