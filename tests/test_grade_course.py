@@ -32,7 +32,7 @@ from autograder.notebook_model import CourseNotebook
 from autograder.results import ResultStore
 from llmcourse import registry
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]  # the first test waits for the whole class
 
 CHAPTERS = registry.chapters_in(ROOT / "solutions")
 GENERATION = "05c_generation"

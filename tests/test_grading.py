@@ -37,7 +37,7 @@ SOFTMAX = POINTS["test_softmax"] + POINTS["test_softmax_hidden"]
 SDPA = POINTS["test_sdpa"] + POINTS["test_sdpa_hidden"]
 MASK = POINTS["test_causal_mask"] + POINTS["test_causal_mask_hidden"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]  # the first test waits for the whole class
 
 
 def sandbox_or_skip():
