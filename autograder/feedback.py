@@ -39,7 +39,7 @@ from autograder.gradesheet import (
     warn_problems,
 )
 from autograder.layout import CourseLayout
-from autograder.results import STATUSES, CellResult, Result, atomic_write, check_student_id
+from autograder.results import NOTEBOOK_RUN, STATUSES, CellResult, Result, atomic_write, check_student_id
 
 MATHJAX_DIST = "sphinx-mathjax-offline"
 MATHJAX_ENTRY = "static/mathjax/tex-chtml.js"
@@ -220,6 +220,9 @@ def chapter_html(result: Result, outline: Outline, redactor: Redactor) -> str:
     ]
     if result.message and result.message != meaning:
         parts.append(f"<pre>{esc(redactor.redact(result.message, MAX_MESSAGE_BYTES))}</pre>")
+    if result.notebook not in ("", "ok"):
+        parts.append(f"<p>Your notebook's own run: {esc(NOTEBOOK_RUN.get(result.notebook, result.notebook))}. It "
+                     "gives no points: they come from the grader's checks of your exported code.</p>")
     for exercise_id, cells in group_by_exercise(result.cells, outline):
         parts.append(_exercise_block(exercise_id, outline))
         parts.append(_tests_table(cells, outline, redactor))

@@ -7,13 +7,16 @@ Inside the sandbox a process sees:
 - nothing else: not the repository (``solutions/``, the gradebook, other students), not ``$HOME``, no network
   (its own network namespace has only a loopback), its own process namespace, killed with its parent.
 
-It runs as an unprivileged user (one uid per grading worker, so limits and signals never cross between students
-graded at the same time) under rlimits on address space, CPU time, file size and processes (a fork bomb hits
-the process limit). When the grader runs as a normal user instead of root, the sandbox uses a user namespace
-and the process limit counts the instructor's own processes too.
+It runs as an unprivileged user (one uid per grading worker and role: the notebook's kernel, the outside checks and
+the assembly each have their own, so limits and signals never cross between students graded at the same time, nor
+between a student's notebook and the checks of their code) under rlimits on address space, CPU time, file size
+and processes (a fork bomb hits the process limit). When the grader runs as a normal user instead of root, the
+sandbox uses a user namespace and the process limit counts the instructor's own processes too.
 
 ``python -m autograder.sandbox SETTINGS.json {connection_file} [kernel args]`` is the kernel launcher that the
-grading kernelspec runs: it reads the settings the grader wrote and execs the sandboxed ipykernel.
+grading kernelspec runs: it reads the settings the grader wrote and execs the sandboxed ipykernel, which first runs
+:mod:`autograder.kernel_setup` (warnings to stdout, output capped in bytes). :class:`SandboxFactory` makes every
+sandbox of a grading run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 import llmcourse
 
 GiB = 1024**3
-SANDBOX_UID_BASE = 61000  # worker slot k runs as uid 61000 + k (no such user needs to exist)
+SANDBOX_UID_BASE = 61000  # worker k's kernel runs as uid 61000 + k, its checks 61100 + k (no such user needs to exist)
 
 class SandboxUnavailable(RuntimeError):
     """The sandbox cannot start here; the message says why and what to do."""

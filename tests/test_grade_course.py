@@ -155,6 +155,8 @@ def test_feedback_and_export_from_another_folder(graded_course, tmp_path):
         text = page.read_text()
         leaked = [line for line in hidden if line in text]
         assert not leaked, f"{page}: {leaked[:3]}"
+    looped = (course / "autograder" / "feedback" / "gen_loop" / "index.html").read_text()
+    assert "Your notebook's own run: a cell ran out of time" in looped and "gives no points" in looped
     rows = list(csv.DictReader(io.StringIO((tmp_path / "grades.csv").read_text())))
     loop = next(r for r in rows if r["student"] == "gen_loop")
     assert loop[f"{GENERATION}_status"] == "graded"
