@@ -111,6 +111,13 @@ def readable_paths() -> list[str]:
     return sorted(p for p in paths if Path(p).exists())
 
 
+def course_packages_parent() -> str:
+    """The folder holding the ``llmcourse`` (and ``autograder``) packages this grader runs. On the sandbox's
+    PYTHONPATH it makes Python there import the same course code as the grader, even when the environment's
+    editable install points at another checkout; only the bound packages are visible in it."""
+    return str(Path(llmcourse.__file__).resolve().parent.parent)
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
@@ -162,7 +169,7 @@ def bwrap_prefix(sandbox: Sandbox) -> list[str]:
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp/home",
            "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HOME": "/tmp/home/hf", "MPLCONFIGDIR": "/tmp/home/mpl", "PYTHONDONTWRITEBYTECODE": "1",
-           "OMP_NUM_THREADS": "1", **sandbox.env}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": course_packages_parent(), **sandbox.env}
     for key, value in env.items():
         args += ["--setenv", key, value]
     return args

@@ -61,4 +61,4 @@ def test_nbgrader_autograde_scores(tmp_path):
     assert scores["stub"] == 0, scores
     for wrong in ("no_sqrt", "mask_after_softmax", "wrong_axis"):
         assert scores[wrong] < FULL, (wrong, scores)
-        assert scores[wrong] >= FULL - 4, f"{wrong}: only the attention exercise (4 points) should lose points: {scores}"
+        assert scores[wrong] >= FULL - 4, f"{wrong}: only attention's 4 points should be lost: {scores}"

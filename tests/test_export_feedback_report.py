@@ -231,7 +231,7 @@ def test_feedback_content(feedback_dir):
     assert "probe scaled_dot_product_attention" not in bob  # flags are for the instructor
     carol = (feedback_dir / "carol" / "feedback.txt").read_text(encoding="utf-8")
     assert f"{CHAPTER}: 2/9 (timeout)" in carol and f"{SYNTH}: 0/3 (crashed)" in carol
-    assert "failed test_sdpa (Exercise 4a.2, visible, 1 point): NotImplementedError: Exercise 4a.2" in carol
+    assert "failed test_sdpa (Exercise 4a.2, visible, 2 points): NotImplementedError: Exercise 4a.2" in carol
     assert "Total: 2/12" in carol
 
 
