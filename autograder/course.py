@@ -41,3 +41,23 @@ def run_nbgrader(args: list[str], root: Path = COURSE_ROOT, timeout: float | Non
     if proc.returncode != 0 or "[ERROR]" in log:
         raise CommandError(f"nbgrader {' '.join(args)} failed (exit {proc.returncode}):\n{log.strip()}")
     return log
+
+
+def die_with_parent() -> None:
+    """In a child process (``preexec_fn``): be killed when the grader dies, so a killed batch leaves nothing
+    running."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def tail_of(path: Path, size: int = 4000) -> str:
+    """The last ``size`` bytes of a log file as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - size))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from autograder import preflight
-from autograder.course import AUTOGRADER_DIR, CommandError, run_nbgrader
+from autograder.course import AUTOGRADER_DIR, CommandError, die_with_parent, run_nbgrader, tail_of
 from autograder.layout import CourseLayout
 from autograder.notebook_model import CourseNotebook
 from autograder.outside import CellVerdict, GraderError, OutsideCheck, compute_reference
@@ -58,14 +58,6 @@ class Settings:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def die_with_parent() -> None:
-    """In a child process: be killed when the grader dies, so a killed batch leaves nothing running."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def earlier_modules(chapter: str) -> list[str]:
@@ -285,7 +277,7 @@ class NotebookRun:
                 proc.kill()
                 proc.wait()
                 timed_out = True
-        log_text = _tail(log_path, 200_000)
+        log_text = tail_of(log_path, 200_000)
         if timed_out:
             return NotebookOutcome("timeout", log=log_text)
         grades = self._grades(ws)
@@ -327,16 +319,6 @@ def _read_json(path: Path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _tail(path: Path, size: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - size))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _failure_message(outputs: list[dict]) -> str:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder import probes as probes_module
+from autograder.course import die_with_parent, tail_of
 from autograder.probes import Probe, chapter_probes, judge, load_output
 
 
@@ -195,33 +195,16 @@ class OutsideCheck:
         try:
             with open(log_path, "wb") as log:
                 proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                      timeout=timeout, preexec_fn=_die_with_parent)
+                                      timeout=timeout, preexec_fn=die_with_parent)
             how = f"exited with status {proc.returncode}"
         except subprocess.TimeoutExpired:
             how = f"ran past the time left to the checks ({timeout:.0f} s)"
         except OSError as err:
             how = f"could not start ({err})"
-        tail = _tail(log_path)
+        tail = tail_of(log_path)
         if tail:
             self.log.append(f"{' '.join(argv[2:4])}: {how}\n{tail}")
         return how
 
 
-def _tail(path: Path, size: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - size))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _die_with_parent() -> None:
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-__all__ = ["CellVerdict", "GraderError", "OutsideCheck", "compute_reference", "verdicts", "probes_module"]
+__all__ = ["CellVerdict", "GraderError", "OutsideCheck", "compute_reference", "verdicts"]

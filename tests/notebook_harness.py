@@ -149,11 +149,9 @@ def _essentials_suffice(path: str, mtime: float) -> bool:
 @contextlib.contextmanager
 def graded_like_the_grader(path: Path):
     """Every chapter before the notebook's on its public fallback, as when the grader runs it."""
-    from llmcourse import registry
+    from autograder.grading import earlier_modules
 
-    chapter = Path(path).stem
-    order = list(registry.CHAPTER_IDS)
-    earlier = [registry.module_name(c) for c in order[:order.index(chapter)]] if chapter in order else []
+    earlier = earlier_modules(Path(path).stem)
     old = os.environ.get("LLMCOURSE_FALLBACK")
     os.environ["LLMCOURSE_FALLBACK"] = ",".join(earlier)
     try:

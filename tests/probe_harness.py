@@ -17,15 +17,11 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.grading import earlier_modules
 from autograder.outside import compute_reference, verdicts
 from autograder.probes import chapter_probes, load_output, run_probe, save_output
 from llmcourse import registry
 from llmcourse.chapters import reload_all
-
-
-def earlier_modules(chapter: str) -> list[str]:
-    order = list(registry.CHAPTER_IDS)
-    return [registry.module_name(c) for c in order[:order.index(chapter)]]
 
 
 @functools.cache
