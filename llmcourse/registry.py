@@ -21,7 +21,9 @@ CHAPTER_IDS: tuple[str, ...] = (
     "05a_gpt",
     "05b_training",
     "05c_generation",
-    "06_applications",
+    "06a_metrics",
+    "06b_applications",
+    "06c_lora",
     "08_future",
 )
 

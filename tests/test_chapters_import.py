@@ -134,11 +134,11 @@ def test_unknown_fallback_name_is_a_clear_error(monkeypatch):
 
 
 def test_missing_fallback_file_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("LLMCOURSE_FALLBACK", "applications")
-    if (ROOT / "llmcourse" / "fallbacks" / "applications.py").exists():
-        pytest.skip("the applications chapter has a fallback now")
+    monkeypatch.setenv("LLMCOURSE_FALLBACK", "future")
+    if (ROOT / "llmcourse" / "fallbacks" / "future.py").exists():
+        pytest.skip("the future chapter has a fallback now")
     with pytest.raises(ChapterNotFound, match="has none yet"):
-        import llmcourse.chapters.applications  # noqa: F401
+        import llmcourse.chapters.future  # noqa: F401
 
 
 def test_missing_chapter_says_what_to_do(tmp_path, monkeypatch):
