@@ -33,6 +33,28 @@ Example::
     >>> from llmcourse.data import course_corpus, entropy_floor
     >>> course_corpus(40, seed=0)            # exactly 40 characters, the same for the same seed
     >>> entropy_floor()                      # nats per character: no model can do better on average
+
+Chapter 6's tasks. :func:`task_examples` makes input-output pairs for four tasks, written with the same words as the
+corpus. Each example has exactly one correct answer (``target``); a model reads ``prompt`` and should write
+``completion`` (a space, then the target); ``prompt + completion`` plus one end-of-text token fits in 64 tokens of
+the course-tiny tokenizer. A stable hash of the source keeps "test" examples apart from "train" ones::
+
+    >>> ex = task_examples("qa", 2000, seed=0)[0]        # list[TaskExample]; split="test" for held-out ones
+    >>> ex.prompt, ex.completion
+
+- **translation** into the invented language *zet* (:func:`to_zet`, :data:`ZET_LEXICON`): its own words, verb
+  last, adjectives and then the determiner after the noun, postpositions; word-by-word substitution is wrong.
+  ``english: this new queen draws a shoe there . zet:`` -> ``sifo fizi da firo ta sive nazu .``
+- **qa**: a context of 2-3 sentences and a "who ...?" or "what does ...?" question; the answer is the one span of
+  the context that answers it.
+  ``zoe watches our coat . tom has my box . question: what does zoe watch ? answer:`` -> ``our coat``
+- **summarization**: a story of 3-4 sentences, 2-3 of them about its main character; the summary is the main
+  character and their actions in order, joined by "and" (the first sentence alone is only part of it).
+  ``mia draws the coat . mia knows my table . this queen reads his farmer . summary:``
+  -> ``mia draws the coat and knows my table .``
+- **sentiment**: verbs of feeling, maybe negated: the label is the verb's polarity, flipped by "not"/"never"
+  (:data:`SENTIMENT_LABELS`); half the sentences are negated, so no single word tells the label.
+  ``my cow will not avoid this clock . sentiment:`` -> ``positive``
 """
 
 from __future__ import annotations
@@ -40,11 +62,15 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MarkovTextSource", "course_source", "course_corpus", "entropy_floor", "train_val_text"]
+__all__ = ["MarkovTextSource", "course_source", "course_corpus", "entropy_floor", "train_val_text",
+           "TASKS", "SENTIMENT_LABELS", "TaskExample", "task_examples", "ZET_LEXICON", "to_zet", "TASK_BLOCK_SIZE"]
 
 _BLOCK = 4096  # uniforms are drawn in blocks of this size, so a shorter sample is a prefix of a longer one
 
@@ -420,3 +446,440 @@ def train_val_text(n_train_chars: int, n_val_chars: int, seed: int = 0) -> tuple
     train_seq, val_seq = np.random.SeedSequence(int(seed)).spawn(2)
     source = course_source()
     return source._text_chars(n_train_chars, _rng(train_seq)), source._text_chars(n_val_chars, _rng(val_seq))
+
+
+# --- chapter 6: four small tasks in the course's language ---------------------------------------------------------
+TASKS = ("translation", "qa", "summarization", "sentiment")
+SENTIMENT_LABELS = ("negative", "positive")  # a sentiment example's label is the index of its target here
+
+_CUES = {"translation": "zet:", "qa": "answer:", "summarization": "summary:", "sentiment": "sentiment:"}
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    """One example of a task: what the model reads (``source``), the one correct answer (``target``).
+
+    ``question`` is used by "qa" only, ``label`` by "sentiment" only (the index of ``target`` in
+    :data:`SENTIMENT_LABELS`; -1 for the other tasks). ``prompt`` is the text a model is given, ending in the task's
+    cue word (no space after it); ``completion`` is what it should write next: a space, then the target.
+    """
+
+    source: str
+    target: str
+    question: str = ""
+    label: int = -1
+    task: str = ""  # which of TASKS (it decides the prompt); task_examples always fills it in
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"TaskExample needs task= one of {TASKS}, got {self.task!r}")
+
+    @property
+    def prompt(self) -> str:
+        if self.task == "translation":
+            return f"english: {self.source} zet:"
+        if self.task == "qa":
+            return f"{self.source} question: {self.question} answer:"
+        return f"{self.source} {_CUES[self.task]}"
+
+    @property
+    def completion(self) -> str:
+        return " " + self.target
+
+
+class _Draws:
+    """Uniforms from a numpy generator, drawn in blocks (fast), with the small choices the tasks need."""
+
+    def __init__(self, rng: np.random.Generator):
+        def stream():
+            while True:
+                yield from rng.random(_BLOCK).tolist()
+
+        self._next = stream().__next__
+
+    def uniform(self) -> float:
+        return self._next()
+
+    def pick(self, options: Sequence):
+        return options[int(self._next() * len(options))]
+
+    def chance(self, p: float) -> bool:
+        return self._next() < p
+
+    def shuffle(self, items: list) -> list:
+        for i in range(len(items) - 1, 0, -1):  # Fisher-Yates
+            j = int(self._next() * (i + 1))
+            items[i], items[j] = items[j], items[i]
+        return items
+
+
+# The tasks' words, all from _WORDS (the sentiment verbs are new). "a" becomes "an" before a vowel.
+_DETS = [w for w in _WORDS["det"] if w != "an"]
+_ADJECTIVES = [_WORDS[c] for c in ("opin", "size", "age", "col")]  # in English order: a big old red ball
+_NEUTRAL_ADJECTIVES = [_WORDS[c] for c in ("size", "age", "col")]  # no "good"/"bad" in sentiment sentences
+_ANIMATE, _THINGS, _PLACES, _NAMES = _WORDS["animal"], _WORDS["thing"], _WORDS["place"], _WORDS["name"]
+_OBJECTS = _THINGS + _ANIMATE
+_POSITIVE_VERBS = "likes loves helps enjoys trusts admires praises hugs".split()
+_NEGATIVE_VERBS = "hates fears dislikes blames ignores avoids scolds hurts".split()
+
+
+def _base_form(verb: str) -> str:
+    """The bare verb after "does": has -> have, watches -> watch, carries -> carry, sees -> see."""
+    if verb == "has":
+        return "have"
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if verb.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return verb[:-2]
+    if not verb.endswith("s"):
+        raise ValueError(f"expected a verb ending in -s, got {verb!r}")
+    return verb[:-1]
+
+
+def _noun_phrase(draws: _Draws, nouns: Sequence[str], p_adjective: float = 0.0, two_adjectives: float = 0.0,
+                 adjectives: Sequence[Sequence[str]] = _ADJECTIVES) -> str:
+    """det (adjective) (adjective) noun, adjectives of different classes in English order."""
+    words = [draws.pick(_DETS)]
+    if draws.chance(p_adjective):
+        if draws.chance(two_adjectives):
+            first = int(draws.uniform() * (len(adjectives) - 1))
+            second = first + 1 + int(draws.uniform() * (len(adjectives) - 1 - first))
+            words += [draws.pick(adjectives[first]), draws.pick(adjectives[second])]
+        else:
+            words.append(draws.pick(draws.pick(adjectives)))
+    words.append(draws.pick(nouns))
+    if words[0] == "a" and words[1][0] in "aeiou":
+        words[0] = "an"
+    return " ".join(words)
+
+
+def _subject(draws: _Draws, p_name: float, p_adjective: float, two_adjectives: float = 0.0,
+             adjectives: Sequence[Sequence[str]] = _ADJECTIVES) -> str:
+    if draws.chance(p_name):
+        return draws.pick(_NAMES)
+    return _noun_phrase(draws, _ANIMATE, p_adjective, two_adjectives, adjectives)
+
+
+def _place_phrase(draws: _Draws) -> str:
+    """A preposition and what follows it: "in the old park", "with anna"."""
+    if draws.chance(0.1):
+        return f"{draws.pick(_WORDS['prep'])} {draws.pick(_NAMES)}"
+    return f"{draws.pick(_WORDS['prep'])} {_noun_phrase(draws, _PLACES, 0.25)}"
+
+
+def _predicate(draws: _Draws) -> str:
+    """What someone does: "finds a red ball", "runs to the park", "sleeps quietly", "sings"."""
+    if draws.chance(0.7):
+        return f"{draws.pick(_WORDS['vt'])} {_noun_phrase(draws, _OBJECTS, 0.3)}"
+    r = draws.uniform()
+    verb = draws.pick(_WORDS["vi"])
+    if r < 0.4:
+        return f"{verb} {_place_phrase(draws)}"
+    if r < 0.75:
+        return f"{verb} {draws.pick(_WORDS['adv'])}"
+    return verb
+
+
+# --- translation: English -> zet -----------------------------------------------------------------------------
+# Zet's words have a shape that shows their class: nouns end in -o, adjectives in -i, verbs in -u, adverbs in -e,
+# determiners are a consonant and "a", postpositions a vowel and a consonant. Each English word gets the candidate
+# of its shape at position crc32(word) (mod the number of candidates), or the next free one: a fixed, readable
+# rule that needs no random generator and gives every English word its own zet word.
+_ZET_CONSONANTS = "bdfgklmnprstvz"
+_ZET_VOWELS = "aeiou"
+_ZET_SHAPES = {  # English word classes -> the zet shape of their words
+    ("det",): lambda: [c + "a" for c in _ZET_CONSONANTS],
+    ("prep",): lambda: [v + c for v in _ZET_VOWELS for c in _ZET_CONSONANTS],
+    ("animal", "thing", "place"): lambda: _zet_two_syllables("o"),
+    ("opin", "size", "age", "col"): lambda: _zet_two_syllables("i"),
+    ("vt", "vi"): lambda: _zet_two_syllables("u"),
+    ("adv",): lambda: _zet_two_syllables("e"),
+}
+
+
+def _zet_two_syllables(ending: str) -> list[str]:
+    return [c1 + v + c2 + ending for c1 in _ZET_CONSONANTS for v in _ZET_VOWELS for c2 in _ZET_CONSONANTS]
+
+
+def _build_zet_lexicon() -> dict[str, str]:
+    english = {w for words in _WORDS.values() for w in words}
+    lexicon: dict[str, str] = {}
+    for classes, shape in _ZET_SHAPES.items():
+        candidates = [c for c in shape() if c not in english]
+        taken: set[str] = set()
+        for cls in classes:
+            for word in _WORDS[cls]:
+                if word == "an":
+                    continue  # "a" and "an" are one word in zet
+                k = zlib.crc32(word.encode()) % len(candidates)
+                while candidates[k] in taken:
+                    k = (k + 1) % len(candidates)
+                taken.add(candidates[k])
+                lexicon[word] = candidates[k]
+    lexicon["an"] = lexicon["a"]
+    return lexicon
+
+
+ZET_LEXICON: dict[str, str] = _build_zet_lexicon()  # English word -> zet word; names and "." stay as they are
+_ZET_CLASS = {w: cls for classes in _ZET_SHAPES for cls in classes for w in _WORDS[cls]}
+for _w in _NAMES:
+    _ZET_CLASS[_w] = "name"
+del _w
+
+
+def to_zet(sentence: str) -> str:
+    """Translate one simple course sentence into zet.
+
+    The sentence is read as phrases: a noun phrase is a determiner, adjectives and a noun ("the small cat") or a
+    name; a place phrase is a preposition and a noun phrase ("in the park"). Zet then
+
+    1. writes a noun phrase noun first, then its adjectives (in the same order), then its determiner:
+       "the small cat" -> "cat small the";
+    2. turns prepositions into postpositions: "in the park" -> "park the in";
+    3. puts the verb last: subject, object, place phrases, adverbs, verb, ".";
+    4. replaces every word by its zet word (ZET_LEXICON); names and "." stay.
+
+    >>> to_zet("the small cat sees a red ball in the park .")  # cat small the | ball red a | park the in | sees
+    'vavo nuzi sa dono sedi ta belo sa ef geru .'
+    """
+    if not isinstance(sentence, str):
+        raise TypeError(f"sentence must be a str, got {type(sentence).__name__}")
+    words = sentence.split()
+    if not words or words[-1] != ".":
+        raise ValueError(f"to_zet: a sentence ends with ' .', got {sentence!r}")
+    words.pop()
+    subject, verb, obj, places, adverbs = None, None, None, [], []
+    i = 0
+    while i < len(words):
+        cls = _ZET_CLASS.get(words[i])
+        if cls in ("name", "det") and subject is None and verb is None:
+            i, subject = _zet_noun_phrase(words, i, sentence)
+        elif cls in ("name", "det") and verb is not None and obj is None and not places and not adverbs:
+            i, obj = _zet_noun_phrase(words, i, sentence)
+        elif cls == "prep" and verb is not None:
+            preposition = ZET_LEXICON[words[i]]
+            i, phrase = _zet_noun_phrase(words, i + 1, sentence)
+            places += [*phrase, preposition]  # the preposition comes after its noun phrase: a postposition
+        elif cls in ("vt", "vi") and subject is not None and verb is None:
+            verb, i = ZET_LEXICON[words[i]], i + 1
+        elif cls == "adv" and verb is not None:
+            adverbs, i = adverbs + [ZET_LEXICON[words[i]]], i + 1
+        else:
+            raise ValueError(f"to_zet: cannot read word {i} ({words[i]!r}) of {sentence!r}: zet translates "
+                             "'subject verb [object] [preposition noun phrase]... [adverb]... .'")
+    if verb is None:
+        raise ValueError(f"to_zet: no verb in {sentence!r}")
+    return " ".join([*subject, *(obj or []), *places, *adverbs, verb, "."])
+
+
+def _zet_noun_phrase(words: list[str], i: int, sentence: str) -> tuple[int, list[str]]:
+    """Read the noun phrase starting at words[i]; return where it ends and its zet words (noun, adjectives, det)."""
+    if i < len(words) and _ZET_CLASS.get(words[i]) == "name":
+        return i + 1, [words[i]]
+    j = i + 1
+    while j < len(words) and _ZET_CLASS.get(words[j]) in ("opin", "size", "age", "col"):
+        j += 1
+    if i >= len(words) or _ZET_CLASS.get(words[i]) != "det" or j >= len(words) or \
+            _ZET_CLASS.get(words[j]) not in ("animal", "thing", "place"):
+        raise ValueError(f"to_zet: expected a noun phrase (a name, or determiner adjectives noun) at word {i} "
+                         f"of {sentence!r}")
+    det, *adjectives, noun = words[i:j + 1]
+    return j + 1, [ZET_LEXICON[w] for w in (noun, *adjectives, det)]
+
+
+# --- the four generators: each makes one example from the draws ----------------------------------------------------
+def _translation_example(draws: _Draws, split: str) -> TaskExample | None:
+    """A short course sentence: subject, verb, maybe an object, maybe a place phrase or an adverb."""
+    words = [_subject(draws, p_name=0.25, p_adjective=0.35, two_adjectives=0.3)]
+    if draws.chance(0.65):
+        words.append(draws.pick(_WORDS["vt"]))
+        words.append(draws.pick(_NAMES) if draws.chance(0.15) else _noun_phrase(draws, _OBJECTS, 0.4, 0.3))
+        if draws.chance(0.25):
+            words.append(_place_phrase(draws))
+        elif draws.chance(0.15):
+            words.append(draws.pick(_WORDS["adv"]))
+    else:
+        words.append(draws.pick(_WORDS["vi"]))
+        r = draws.uniform()
+        if r < 0.4:
+            words.append(_place_phrase(draws))
+        elif r < 0.7:
+            words.append(draws.pick(_WORDS["adv"]))
+        elif r < 0.8:
+            words += [_place_phrase(draws), draws.pick(_WORDS["adv"])]
+        elif words[0] in _NAMES:  # "tom sleeps ." would read the same word by word: "tom sleeps quietly ."
+            words.append(draws.pick(_WORDS["adv"]))
+    source = " ".join(words) + " ."
+    if _split_of(source) != split:
+        return None
+    return TaskExample(source, to_zet(source), task="translation")
+
+
+def _qa_sentence(draws: _Draws) -> tuple[str, str, str, str]:
+    """(subject, verb, object, place phrase or ""): "the dog finds a red ball in the park ."."""
+    subject = _subject(draws, p_name=0.4, p_adjective=0.25)
+    verb = draws.pick(_WORDS["vt"])
+    obj = _noun_phrase(draws, _THINGS, 0.3)
+    place = _place_phrase(draws) if draws.chance(0.1) else ""
+    if place.partition(" ")[2] in (subject, obj):  # not "tom sees a ball with tom"
+        place = ""
+    return subject, verb, obj, place
+
+
+def _qa_example(draws: _Draws, split: str) -> TaskExample | None:
+    """A context of 2-3 sentences "subject verb object (place) ." and a question about one of them.
+
+    "who <verb> <object> ?" is answered by the sentence's subject, "what does <subject> <bare verb> ?" by its
+    object. No noun phrase occurs twice in the context and the answer occurs once in it (else the sentences after
+    the first are drawn again), so the answer is one span of the context, and the only right one.
+    """
+    first = _qa_sentence(draws)
+    if _split_of(_qa_text([first])) != split:
+        return None
+    while True:
+        sentences = [first] + [_qa_sentence(draws) for _ in range(1 if draws.chance(0.5) else 2)]
+        phrases = [p for subject, _, obj, place in sentences for p in (subject, obj, place.partition(" ")[2]) if p]
+        if len(set(phrases)) < len(phrases):
+            continue
+        context = _qa_text(sentences)
+        subject, verb, obj, _ = draws.pick(sentences)
+        if draws.chance(0.5):
+            question, answer = f"who {verb} {obj} ?", subject
+        else:
+            question, answer = f"what does {subject} {_base_form(verb)} ?", obj
+        if f" {context} ".count(f" {answer} ") == 1:
+            return TaskExample(context, answer, question=question, task="qa")
+
+
+def _qa_text(sentences) -> str:
+    return " ".join(" ".join(w for w in sentence if w) + " ." for sentence in sentences)
+
+
+def _summarization_example(draws: _Draws, split: str) -> TaskExample | None:
+    """A story and its summary, by this rule.
+
+    The story has 3 or 4 sentences. The main character is a name; the story opens with them, and they are the
+    subject of 2 or 3 of its sentences; each other sentence is about someone else (a different name or an animal,
+    never the same one twice). Every sentence is "subject action .", and the main character's actions differ.
+
+    The summary is the main character's name, then their actions in the story's order joined by "and", then ".":
+
+        tom finds a ball . the dog sleeps . tom eats a cake .   ->   tom finds a ball and eats a cake .
+
+    So the first sentence alone (lead-1) is only part of the summary, and copying the story is wrong.
+    """
+    main = draws.pick(_NAMES)
+    actions = [_predicate(draws)]
+    if _split_of(f"{main} {actions[0]} .") != split:
+        return None
+    n_main, n_others = draws.pick(((2, 1), (2, 2), (3, 1)))
+    while len(actions) < n_main:
+        action = _predicate(draws)
+        if action not in actions:
+            actions.append(action)
+    others: list[str] = []
+    while len(others) < n_others:
+        other = _subject(draws, p_name=0.5, p_adjective=0.2)
+        if other != main and other not in others:
+            others.append(other)
+    order = draws.shuffle(["main"] * (n_main - 1) + ["other"] * n_others)
+    main_actions, other_subjects = iter(actions[1:]), iter(others)
+    sentences = [f"{main} {actions[0]} ."]
+    for who in order:
+        if who == "main":
+            sentences.append(f"{main} {next(main_actions)} .")
+        else:
+            sentences.append(f"{next(other_subjects)} {_predicate(draws)} .")
+    return TaskExample(" ".join(sentences), f"{main} {' and '.join(actions)} .", task="summarization")
+
+
+def _sentiment_example(draws: _Draws, split: str) -> TaskExample | None:
+    """subject, a verb of feeling (maybe negated), object; the label is the verb's polarity flipped by negation."""
+    subject = _subject(draws, p_name=0.4, p_adjective=0.3, adjectives=_NEUTRAL_ADJECTIVES)
+    positive = draws.chance(0.5)
+    verb = draws.pick(_POSITIVE_VERBS if positive else _NEGATIVE_VERBS)
+    negated = draws.chance(0.5)
+    r = draws.uniform()  # half the verbs are written bare, negated or not, so the verb's form says nothing
+    if not negated:
+        verb_phrase = verb if r < 0.5 else f"will {_base_form(verb)}"
+    else:
+        verb_phrase = f"never {verb}" if r < 0.5 else f"{'does' if r < 0.75 else 'will'} not {_base_form(verb)}"
+    if draws.chance(0.2):
+        obj = draws.pick(_NAMES)
+    else:
+        obj = _noun_phrase(draws, _OBJECTS, 0.3, adjectives=_NEUTRAL_ADJECTIVES)
+    sentence = f"{subject} {verb_phrase} {obj} ."
+    if _split_of(sentence) != split:
+        return None
+    label = int(positive != negated)
+    return TaskExample(sentence, SENTIMENT_LABELS[label], label=label, task="sentiment")
+
+
+_MAKERS = {"translation": _translation_example, "qa": _qa_example, "summarization": _summarization_example,
+           "sentiment": _sentiment_example}
+
+
+def _split_of(source: str) -> str:
+    """The split of a source: "test" when the crc32 of its first sentence is divisible by 5 (about one in five).
+
+    The same source always lands in the same split, so no test source is a train source; and since only the first
+    sentence decides, no test context or story even opens with the first sentence of a train one.
+    """
+    first = source[:source.index(" .") + 2] if " ." in source else source
+    return "test" if zlib.crc32(first.encode()) % 5 == 0 else "train"
+
+
+def task_examples(task: str, n: int, seed: int = 0, split: str = "train") -> list[TaskExample]:
+    """``n`` examples of ``task`` (one of TASKS) from ``split`` ("train" or "test"); the same for the same arguments.
+
+    Examples are drawn one after another from numpy's generator for ``seed`` and kept when their source belongs to
+    ``split`` (a stable hash of the source's first sentence puts about one source in five in "test", see
+    ``_split_of``), so no test source is ever a train source, and when ``prompt + completion`` and an end-of-text
+    token fit in TASK_BLOCK_SIZE tokens of the course-tiny tokenizer (the few longer ones are skipped). The first
+    k examples of a longer list are the list for k. TypeError/ValueError for an unknown task, a count that is not a
+    non-negative int, a bad seed or a split other than "train"/"test".
+    """
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a str, one of {TASKS}, got {type(task).__name__} {task!r:.40}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}: the tasks are {', '.join(TASKS)}")
+    n = _check_count(n, "n")
+    if not isinstance(split, str):
+        raise TypeError(f"split must be 'train' or 'test', got {type(split).__name__} {split!r:.40}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    draws, make = _Draws(_rng(seed)), _MAKERS[task]
+    examples: list[TaskExample] = []
+    while len(examples) < n:
+        example = make(draws, split)  # None when its source belongs to the other split
+        if example is not None and _fits(example):
+            examples.append(example)
+    return examples
+
+
+TASK_BLOCK_SIZE = 64  # every example's prompt + completion + one end-of-text token fits in this many tokens ...
+_TASK_TOKENIZER = Path(__file__).resolve().parent / "checkpoints" / "course-tiny"  # ... of this tokenizer
+
+
+@functools.cache
+def _task_tokenizer():
+    """The course-tiny tokenizer (Hugging Face byte-level BPE from its GPT-2 files), loaded on first use."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tokenizer = Tokenizer(models.BPE.from_file(str(_TASK_TOKENIZER / "vocab.json"),
+                                               str(_TASK_TOKENIZER / "merges.txt")))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    return tokenizer
+
+
+def _fits(example: TaskExample) -> bool:
+    """Whether prompt + completion + an end-of-text token fits in TASK_BLOCK_SIZE course-tiny tokens."""
+    first, *rest = (example.prompt + example.completion).split(" ")
+    return _tokens_in(first) + sum(_tokens_in(" " + word) for word in rest) + 1 <= TASK_BLOCK_SIZE
+
+
+@functools.cache
+def _tokens_in(piece: str) -> int:
+    """Tokens of one word (with its leading space): GPT-2's pre-tokenizer never joins text across a space, so a
+    text of single-space-separated words has as many tokens as its words have, counted one by one."""
+    return len(_task_tokenizer().encode(piece, add_special_tokens=False).ids)
