@@ -8,6 +8,14 @@ tokens are valid ids that decode to text. The child runs the student's code, so 
 for the loss: it loads the trained weights and tokenizer the child saved (data: safetensors, vocab.json,
 merges.txt) into the course's reference GPT and measures the validation loss itself
 (:mod:`autograder.assembly_judge`). Reported separately from chapter points.
+
+When the student submitted chapter 6b, the assembly has a second, independent result, the **application**: the
+shipped ``course-tiny`` checkpoint, loaded and fine-tuned on question answering by the student's own pieces
+(chapters 3, 4a-5b and 6b), is measured by the grader on the saved weights: its loss on the answers of held-out
+questions (it passes when that falls below :data:`APPLICATION_LOSS_FRACTION` of the checkpoint's own loss before
+fine-tuning), and, as the reported score, the token F1 of its greedy answers (the grader's ``generate`` and
+SQuAD's rules). A short fine-tuning of a 137,000-parameter model learns the answers' form long before it answers
+well, so the F1 is reported, not a pass mark.
 """
 
 from __future__ import annotations
@@ -34,6 +42,11 @@ REQUIRED = ("03_tokens_and_positions", "04a_attention", "04b_multi_head_attentio
 GENERATION = "05c_generation"
 #: Pass mark: the validation loss after training, as a fraction of ln(vocab), the loss of a uniform guess.
 LOSS_FRACTION = 0.6
+#: The application stage: the chapters it uses besides REQUIRED (6a only if submitted: 6b's exports may use it).
+APPLICATION, APPLICATION_OPTIONAL = "06b_applications", ("06a_metrics",)
+#: Its pass mark: the loss per answer token on held-out questions after fine-tuning, as a fraction of the
+#: checkpoint's before (the reference pieces reach about a fifth; a loop that never steps stays at 1).
+APPLICATION_LOSS_FRACTION = 0.5
 
 
 def required_chapters(root: Path) -> list[str]:
@@ -73,6 +86,36 @@ def judge(student: str, report: dict, seconds: float) -> AssemblyResult:
                           message=f"validation loss {val:.3f} nats/token (bound {bound:.3f}){note}", **base)
 
 
+def judge_application(result: AssemblyResult, report: dict) -> AssemblyResult:
+    """Fill in the application stage's verdict from the trusted report (``report["application"]``: the child's
+    losses and error, the grader's own ``f1`` and ``exact_match``)."""
+    from autograder.assembly_child import APP_TASK
+
+    app = report.get("application")
+    if not isinstance(app, dict):
+        return result
+    result.application_task = APP_TASK
+    if app.get("error"):
+        result.application_status = "error" if app.get("grader_failed") else "failed"
+        result.application_message = str(app["error"])[:800]
+        return result
+    loss, before, f1, em = (app.get(k) for k in ("loss", "loss_before", "f1", "exact_match"))
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (loss, before, f1, em)):
+        result.application_status, result.application_message = "failed", "no score for the fine-tuned model"
+        return result
+    bound = APPLICATION_LOSS_FRACTION * before
+    result.application_bound = round(bound, 4)
+    result.application_score, result.application_exact_match = round(float(f1), 4), round(float(em), 4)
+    examples = "; ".join(f"{e.get('target', '')!r} -> {e.get('answer', '')!r}" for e in app.get("examples", [])
+                         if isinstance(e, dict))
+    result.application_status = "passed" if loss <= bound else "failed"
+    result.application_message = (
+        f"{APP_TASK}, the course-tiny checkpoint fine-tuned by your pieces: loss on held-out answers {loss:.3f} "
+        f"nats/token, {before:.3f} before fine-tuning (to pass, at most {bound:.3f}); token F1 {f1:.3f}, exact "
+        f"match {em:.3f}; correct -> yours: {examples}")[:800]
+    return result
+
+
 def measure(out: Path, job: Path, timeout: int = 600) -> dict:
     """The grader's own measurement of the trained model in ``out`` (:mod:`autograder.assembly_judge`), in a
     process of its own with every chapter on its public fallback, started in an empty folder."""
@@ -92,9 +135,14 @@ def measure(out: Path, job: Path, timeout: int = 600) -> dict:
 def trusted_report(report: dict, out: Path, job: Path) -> dict:
     """The child's report with what decides the verdict replaced by the grader's own measurement: the validation
     loss, the vocabulary size and the decoded sample. What the child claimed is kept as ``claimed_val_loss``."""
+    application = isinstance(report.get("application"), dict) and not report["application"].get("error")
+    if report.get("error") and not application:
+        return {**report, "application": trusted_application(report, {})} if "application" in report else report
+    measured = measure(out, job)
+    if "application" in report:
+        report = {**report, "application": trusted_application(report, measured)}
     if report.get("error"):
         return report
-    measured = measure(out, job)
     trusted = {**report, "claimed_val_loss": report.get("val_loss")}
     if measured.get("error"):
         trusted["error"] = measured["error"]
@@ -103,6 +151,19 @@ def trusted_report(report: dict, out: Path, job: Path) -> dict:
     trusted.update(val_loss=measured["val_loss"], vocab_size=measured["vocab_size"],
                    sample=measured.get("sample", ""))
     return trusted
+
+
+def trusted_application(report: dict, measured: dict) -> dict | None:
+    """The application stage's trusted result: the child's error if its stage failed, else the grader's scores."""
+    child = report.get("application")
+    if not isinstance(child, dict):
+        return None
+    if child.get("error"):
+        return {"error": str(child["error"])[:800]}
+    found = measured.get("application")
+    if not isinstance(found, dict):
+        return {"error": "the grader could not score the fine-tuned model", "grader_failed": True}
+    return found
 
 
 def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900) -> AssemblyResult:
@@ -119,6 +180,11 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
     job = Path(tempfile.mkdtemp(prefix="assemble-", dir=folder))
     try:
         tree = job / "tree"
+        with_application = APPLICATION in registry.chapters_in(grader.root / "solutions") and \
+            grader.layout.submission(student, APPLICATION).is_file()
+        if with_application:
+            needed = needed + [c for c in (*APPLICATION_OPTIONAL, APPLICATION)
+                               if grader.layout.submission(student, c).is_file()]
         for chapter in needed:  # only the notebooks, never anything else from the submission folder
             target = registry.notebook_path(tree, chapter)
             target.parent.mkdir(parents=True)
@@ -129,6 +195,8 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
         argv = [sys.executable, "-m", "autograder.assembly_child", str(out)]
         if GENERATION in needed:
             argv.append("--with-generation")
+        if with_application:
+            argv.append("--with-application")
         cmd = sandbox.command(argv)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
         if not sandbox.enabled:
@@ -138,7 +206,7 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
                            cwd=tree)
             report = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000])
             report = trusted_report(report if isinstance(report, dict) else {}, out, job)
-            result = judge(student, report, time.monotonic() - started)
+            result = judge_application(judge(student, report, time.monotonic() - started), report)
         except subprocess.TimeoutExpired:
             result = AssemblyResult(student, "timeout", 0.0, f"assembly did not finish within {timeout} s",
                                     graded_at=now())
@@ -175,6 +243,9 @@ def _assemble_command(args) -> int:
                 raise CommandError(str(err)) from None
     for r in results:
         print(f"{r.student:20s} assembly {r.status:10s} {r.score:g}  {r.message}")
+        if r.application_status:
+            print(f"{r.student:20s} application ({r.application_task}) {r.application_status:10s} "
+                  f"F1 {r.application_score:.3f}  {r.application_message}")
     return 0
 
 

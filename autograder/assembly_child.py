@@ -1,6 +1,6 @@
 """Inside the sandbox: assemble one student's own pieces into a GPT, train it briefly and let it write.
 
-    python -m autograder.assembly_child OUT_DIR
+    python -m autograder.assembly_child OUT_DIR [--with-generation] [--with-application]
 
 ``LLMCOURSE_SOURCE`` points at the student's submitted chapters and no chapter is sent to a fallback, so every
 piece is the student's: the tokenizer (chapter 3), the model with its attention, MLP and blocks (4a-5a), the
@@ -8,6 +8,11 @@ training step (5b) and ``generate`` (5c). The result is plain JSON in ``OUT_DIR/
 trained weights (``model.safetensors``) and tokenizer (``tokenizer/``) beside it: the grader measures the model
 itself from those (:mod:`autograder.assembly_judge`), since this process runs the student's code. This file imports
 torch and the course library only.
+
+With ``--with-application`` a second, independent stage follows (chapter 6b): the shipped ``course-tiny``
+checkpoint, loaded by the student's ``GPT.from_pretrained`` (5a) and ``BPETokenizer.load`` (3), is fine-tuned on
+:data:`APP_TASK` with the student's ``sft_batch`` and ``finetune`` (6b, on the student's ``configure_optimizer``
+of 5b); its weights are written to ``OUT_DIR/application/model.safetensors`` and the grader scores them itself.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ VOCAB_SIZE = 320
 TRAIN_CHARS, VAL_CHARS = 60_000, 8_000
 STEPS, BATCH, LR, WARMUP = 150, 16, 3e-3, 10
 PROMPT = "the cat "
+#: The application stage: a task of llmcourse.data, how many training examples, steps, batch and learning rate.
+APP_TASK, APP_EXAMPLES, APP_STEPS, APP_BATCH, APP_LR = "qa", 1000, 150, 16, 1e-3
 
 
 class Stage(Exception):
@@ -97,6 +104,36 @@ def assemble(report: dict, generation_chapter: bool):
     return model, tokenizer
 
 
+def application(report: dict, out: Path) -> None:
+    """Fine-tune the course-tiny checkpoint on APP_TASK with the student's pieces; save the weights as data."""
+    import torch
+
+    import llmcourse
+    from llmcourse.data import task_examples
+
+    checkpoint = Path(llmcourse.__file__).parent / "checkpoints" / "course-tiny"
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # a small model: one thread is as fast, and never fights other jobs for the cores
+    gpt = stage("import chapter 5a (gpt)", __import__, "llmcourse.chapters.gpt", fromlist=["GPT"])
+    tokens = stage("import chapter 3 (tokens_and_positions)", __import__,
+                   "llmcourse.chapters.tokens_and_positions", fromlist=["BPETokenizer"])
+    model = stage("chapter 5a: GPT.from_pretrained", gpt.GPT.from_pretrained, checkpoint)
+    tokenizer = stage("chapter 3: BPETokenizer.load", tokens.BPETokenizer.load, checkpoint)
+    applications = stage("import chapter 6b (applications)", __import__, "llmcourse.chapters.applications",
+                         fromlist=["finetune"])
+    examples = task_examples(APP_TASK, APP_EXAMPLES, seed=0, split="train")
+    prompts = [stage("chapter 3: encode", tokenizer.encode, e.prompt) for e in examples]
+    completions = [stage("chapter 3: encode", tokenizer.encode, e.completion) for e in examples]
+    eot = stage("chapter 3: eot_id", lambda: tokenizer.eot_id)
+    input_ids, labels, _ = stage("chapter 6b: sft_batch", applications.sft_batch, prompts, completions, eot, eot,
+                                 model.config.block_size)
+    losses = stage("chapter 6b: finetune", applications.finetune, model, input_ids, labels, steps=APP_STEPS,
+                   batch_size=APP_BATCH, lr=APP_LR, generator=torch.Generator().manual_seed(0))
+    report["application"]["losses"] = [float(x) for x in list(losses)[:APP_STEPS]]
+    (out / "application").mkdir(exist_ok=True)
+    stage("saving the fine-tuned model", save_data, out / "application", model, None)
+
+
 def save_data(out: Path, model, tokenizer) -> None:
     """The trained weights and the tokenizer, as data the grader measures on its own (safetensors, GPT-2's
     vocab.json and merges.txt)."""
@@ -104,7 +141,8 @@ def save_data(out: Path, model, tokenizer) -> None:
 
     state = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
-    tokenizer.save(out / "tokenizer")
+    if tokenizer is not None:
+        tokenizer.save(out / "tokenizer")
 
 
 def main(argv: list[str]) -> int:
@@ -118,6 +156,15 @@ def main(argv: list[str]) -> int:
         report["error"], report["stage"] = str(err), err.stage
     except BaseException as err:  # noqa: BLE001
         report["error"] = f"{type(err).__name__}: {err}"[:800]
+    if "--with-application" in argv:  # independent of the stage above: it starts from the shipped checkpoint
+        report["application"] = {"losses": [], "error": None, "stage": None}
+        try:
+            application(report, out)
+        except Stage as err:
+            report["application"]["error"], report["application"]["stage"] = str(err), err.stage
+        except BaseException as err:  # noqa: BLE001
+            report["application"]["error"] = f"{type(err).__name__}: {err}"[:800]
+        report["application"]["losses"] = [x if math.isfinite(x) else None for x in report["application"]["losses"]]
     report["seconds"] = round(time.monotonic() - started, 1)
     report["losses"] = [x if math.isfinite(x) else None for x in report["losses"]]
     (out / "assembly.json").write_text(json.dumps(report))

@@ -7,7 +7,10 @@ up. It also writes *data*: the trained weights (``model.safetensors``) and the t
 student's code, loads that data into the course's reference GPT (course-tiny, GPT-2's parameter names) and
 tokenizer, and measures the validation loss itself, on validation text it makes itself. It prints one JSON
 object: ``val_loss``, ``vocab_size``, ``sample`` (the student's generated ids decoded by the reference
-tokenizer) or ``error``.
+tokenizer) or ``error``; and, when the child fine-tuned the course-tiny checkpoint (chapter 6b), ``application``:
+the fine-tuned weights loaded into the reference GPT, their loss on the answers of held-out examples of the task
+(and the checkpoint's loss before fine-tuning, for comparison), and greedy answers made by the reference
+``generate``, scored by the reference metrics (token F1 and exact match, SQuAD's rules).
 """
 
 from __future__ import annotations
@@ -64,12 +67,82 @@ def measure(out: Path) -> dict:
     return report
 
 
+#: Held-out examples the fine-tuned model answers, and the longest answer it may write.
+APP_EVAL, APP_MAX_NEW = 200, 16
+
+
+def answer_loss(model, tokenizer, examples) -> float:
+    """The mean loss per answer token (the completion and its end-of-text) of held-out examples, in nats."""
+    import torch
+
+    from llmcourse.chapters.applications import sft_batch, sft_loss
+
+    eot = tokenizer.eot_id
+    ids, labels, _ = sft_batch([tokenizer.encode(e.prompt) for e in examples],
+                               [tokenizer.encode(e.completion) for e in examples], eot, eot, model.config.block_size)
+    with torch.no_grad():
+        return float(sft_loss(model.eval()(ids)[0], labels))
+
+
+def measure_application(out: Path) -> dict:
+    """{"loss", "loss_before", "f1", "exact_match", "examples"} of the fine-tuned checkpoint in
+    ``out/application``, or {"error"}."""
+    import torch
+    from safetensors.torch import load_file
+
+    import llmcourse
+    from autograder.assembly_child import APP_TASK
+    from llmcourse.chapters.generation import generate
+    from llmcourse.chapters.gpt import GPT
+    from llmcourse.chapters.metrics import exact_match, token_f1
+    from llmcourse.chapters.tokens_and_positions import BPETokenizer
+    from llmcourse.data import task_examples
+
+    weights = out / "application" / "model.safetensors"
+    if not weights.is_file() or weights.is_symlink():
+        return {"error": "the application stage wrote no fine-tuned model"}
+    if weights.stat().st_size > MAX_WEIGHTS:
+        return {"error": f"the fine-tuned model is larger than course-tiny ({weights.stat().st_size} bytes)"}
+    torch.set_num_threads(1)
+    checkpoint = Path(llmcourse.__file__).parent / "checkpoints" / "course-tiny"
+    model, tokenizer = GPT.from_pretrained(checkpoint).eval(), BPETokenizer.load(checkpoint)
+    examples = task_examples(APP_TASK, APP_EVAL, seed=0, split="test")
+    loss_before = answer_loss(model, tokenizer, examples)
+    try:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as err:  # noqa: BLE001 - the file is the student's
+        return {"error": f"the fine-tuned weights do not fit course-tiny: {type(err).__name__}: {str(err)[:300]}"}
+    loss = answer_loss(model, tokenizer, examples)
+    eot = tokenizer.eot_id
+    answers = []
+    for start in range(0, len(examples), 50):
+        prompts = [tokenizer.encode(e.prompt) for e in examples[start:start + 50]]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[eot] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        new = min(APP_MAX_NEW, model.config.block_size - width)
+        with torch.no_grad():
+            rows = generate(model, ids, max_new_tokens=new, attention_mask=mask, eos_token_id=eot, pad_token_id=eot)
+        for row in rows[:, width:].tolist():
+            answers.append(tokenizer.decode(row[:row.index(eot)] if eot in row else row).strip())
+    f1 = sum(token_f1(a, e.target) for a, e in zip(answers, examples)) / len(examples)
+    em = sum(exact_match(a, e.target) for a, e in zip(answers, examples)) / len(examples)
+    shown = [{"prompt": e.prompt, "answer": a, "target": e.target} for a, e in list(zip(answers, examples))[:3]]
+    return {"loss": loss, "loss_before": loss_before, "f1": f1, "exact_match": em, "examples": shown}
+
+
 def main(argv: list[str]) -> int:
     try:
         report = measure(Path(argv[0]))
     except Exception as err:  # noqa: BLE001 - reported, so the grader can say what failed
         report = {"error": f"the grader could not measure the model: {type(err).__name__}: {err}"[:500],
                   "grader_failed": True}
+    if (Path(argv[0]) / "application").is_dir():
+        try:
+            report["application"] = measure_application(Path(argv[0]))
+        except Exception as err:  # noqa: BLE001
+            report["application"] = {"error": f"the grader could not score the fine-tuned model: "
+                                              f"{type(err).__name__}: {err}"[:500], "grader_failed": True}
     print(json.dumps(report))
     return 0
 

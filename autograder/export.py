@@ -5,9 +5,10 @@ chapter in course order its score (``04a_attention``), status (``04a_attention_s
 invalid, missing or grader-error) and how the notebook's own run went (``04a_attention_notebook``: ok,
 cell-timeout, timeout, crashed, failed; it gives no points, so none of these costs any), then ``total`` and
 ``max_total`` over the chapters, then ``assembly`` and ``assembly_status`` (empty when the student has no
-assembly result). A chapter without a result counts 0 with status ``missing``. Every student with a result, an
-assembly result or a submitted notebook has a row, sorted by student id; the chapters are those of ``solutions/``
-(and any others that have results).
+assembly result), then ``application_f1`` and ``application_status`` (the assembly's chapter-6b stage: the grader's
+token F1 of the student's fine-tuned model; empty when it did not run). A chapter without a result counts 0 with
+status ``missing``. Every student with a result, an assembly result or a submitted notebook has a row, sorted by
+student id; the chapters are those of ``solutions/`` (and any others that have results).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def header(chapters: list[str]) -> list[str]:
     columns = ["student"]
     for chapter in chapters:
         columns += [chapter, f"{chapter}_status", f"{chapter}_notebook"]
-    return columns + ["total", "max_total", "assembly", "assembly_status"]
+    return columns + ["total", "max_total", "assembly", "assembly_status", "application_f1", "application_status"]
 
 
 def row(sheet: Gradesheet, student: str) -> list[str]:
@@ -49,8 +50,12 @@ def row(sheet: Gradesheet, student: str) -> list[str]:
     if assembly:
         status = sheet.redactor.redact(assembly.get("status", ""), 100)  # written by the grader; cheap to be sure
         assembly_cells = [number_text(assembly.get("score") or 0), status]
+        app_status = sheet.redactor.redact(str(assembly.get("application_status") or ""), 100)
+        score = assembly.get("application_score")
+        assembly_cells += [number_text(score if isinstance(score, (int, float)) else 0) if app_status else "",
+                           app_status]
     else:
-        assembly_cells = ["", ""]
+        assembly_cells = ["", "", "", ""]
     return cells + [number_text(total), number_text(possible)] + assembly_cells
 
 

@@ -246,6 +246,15 @@ def assembly_html(assembly: dict | None, redactor: Redactor) -> str:
                      + (f" (to pass, below {esc(f'{bound:.4g}')})" if bound else "") + "</p>")
     if assembly.get("sample"):
         parts.append(f"<p>Generated text:</p><pre>{esc(redactor.redact(assembly['sample'], MAX_SAMPLE_BYTES))}</pre>")
+    if assembly.get("application_status"):
+        status = esc(redactor.redact(str(assembly["application_status"]), 100))
+        task = esc(redactor.redact(str(assembly.get("application_task") or ""), 100))
+        score = assembly.get("application_score")
+        score = number_text(score) if isinstance(score, (int, float)) else "0"
+        parts.append(f"<h3>Application: your pieces fine-tune the course-tiny checkpoint ({task})</h3>"
+                     f"<p class=\"status\">Status: <strong>{status}</strong>, token F1 {esc(score)}</p>")
+        if assembly.get("application_message"):
+            parts.append(f"<pre>{esc(redactor.redact(str(assembly['application_message']), MAX_MESSAGE_BYTES))}</pre>")
     parts.append("</section>")
     return "\n".join(parts)
 

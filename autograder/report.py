@@ -207,7 +207,13 @@ def assembly_table(sheet: Gradesheet) -> str:
     counts = Counter(str(data.get("status", "")) for data in sheet.assemblies.values())
     if not counts:
         return "<p>No assembly results.</p>"
-    return _table(["status", "students"], [[esc(s), str(n)] for s, n in sorted(counts.items())])
+    table = _table(["status", "students"], [[esc(s), str(n)] for s, n in sorted(counts.items())])
+    applications = Counter(str(data.get("application_status")) for data in sheet.assemblies.values()
+                           if data.get("application_status"))
+    if applications:
+        table += "<h3>Application (chapter 6b's pieces fine-tune course-tiny)</h3>" + _table(
+            ["status", "students"], [[esc(s), str(n)] for s, n in sorted(applications.items())])
+    return table
 
 
 STYLE = """

@@ -109,6 +109,14 @@ class AssemblyResult:
     sample: str = ""
     duration_s: float = 0.0
     graded_at: str = ""
+    # the application stage (chapter 6b): the student's pieces fine-tune course-tiny on one task, the grader scores
+    # it. "" when the course or the student has no chapter 6b; else "passed", "failed" or "error".
+    application_status: str = ""
+    application_task: str = ""
+    application_score: float = 0.0  # the grader's token F1 on held-out examples, 0..1
+    application_exact_match: float = 0.0
+    application_bound: float = 0.0
+    application_message: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, ensure_ascii=False)

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from test_grading import sandbox_or_skip
 
-from autograder.assemble import LOSS_FRACTION, judge, required_chapters
+from autograder.assemble import APPLICATION, APPLICATION_OPTIONAL, LOSS_FRACTION, judge, required_chapters
 from autograder.results import ResultStore
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,13 @@ def assembled(tmp_path_factory):
     sandbox_or_skip()
     root = tmp_path_factory.mktemp("assembly")
     needed = required_chapters(ROOT)
-    for chapter in needed:
+    application = [*APPLICATION_OPTIONAL, APPLICATION]
+    for chapter in needed + application:
         shutil.copytree(ROOT / "solutions" / chapter, root / "solutions" / chapter)
-    submit_reference(root, "works", needed)
+    submit_reference(root, "works", needed + application)
+    # chapter 6b's fine-tuning loop never steps: the model assembles, but the application stage learns nothing
+    submit_reference(root, "app_never_steps", needed + application,
+                     {APPLICATION: ('"        optimizer.step()\\n",', '"        pass\\n",')})
     # a training step that never updates the weights: every piece imports and runs, but nothing learns
     submit_reference(root, "never_steps", needed, {"05b_training": ('"    optimizer.step()\\n",', '"    pass\\n",')})
     # the same, and an estimate_loss that lies: the grader measures the loss itself, on the saved weights
@@ -60,6 +64,24 @@ def test_the_reference_pieces_assemble_into_a_model_that_learns_and_writes(assem
     assert (result["status"], result["score"]) == ("passed", 1.0), result["message"]
     assert result["losses"][-1] < result["losses"][0]
     assert result["sample"].startswith("the cat ") and len(result["sample"]) > len("the cat ") + 20
+
+
+def test_the_reference_pieces_fine_tune_the_checkpoint(assembled):
+    result = assembled["works"]
+    assert result["application_status"] == "passed", result["application_message"]
+    assert result["application_task"] == "qa" and 0.0 <= result["application_score"] <= 1.0
+    assert "loss on held-out answers" in result["application_message"]
+
+
+def test_a_fine_tuning_loop_that_never_steps_fails_the_application_only(assembled):
+    result = assembled["app_never_steps"]
+    assert (result["status"], result["score"]) == ("passed", 1.0), result["message"]
+    assert result["application_status"] == "failed", result["application_message"]
+    assert "to pass, at most" in result["application_message"]
+
+
+def test_without_chapter_6b_there_is_no_application_stage(assembled):
+    assert assembled["never_steps"]["application_status"] == ""
 
 
 def test_a_model_that_does_not_learn_fails(assembled):

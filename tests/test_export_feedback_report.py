@@ -67,7 +67,9 @@ def course(tmp_path):
     store.save(Result("bob", CHAPTER, "flagged", 7, 9, message="probe disagreed",
                       cells=cells_04a({"test_sdpa_hidden"}, "AssertionError: attention: max error 0.5 at [0, 1]"),
                       flags=["probe scaled_dot_product_attention: fail <b>"]))
-    store.save_assembly(AssemblyResult("bob", "passed", 1.0, losses=[4.0, 2.5], loss_bound=3.0, sample="<the> cat"))
+    store.save_assembly(AssemblyResult("bob", "passed", 1.0, losses=[4.0, 2.5], loss_bound=3.0, sample="<the> cat",
+                                       application_status="passed", application_task="qa", application_score=0.8125,
+                                       application_message="qa: token F1 0.812"))
     store.save(Result("carol", CHAPTER, "timeout", 2, 9, message="cell test_sdpa_hidden ran out of time",
                       cells=cells_04a({"test_sdpa", "test_sdpa_hidden", "test_causal_mask",
                                        "test_causal_mask_hidden"}, "NotImplementedError: Exercise 4a.2")))
@@ -129,15 +131,17 @@ def test_export_csv(course, capsys):
     assert run_command(export, ["export", "-o", str(out), "--root", str(course)]) == 0
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert rows[0] == ["student", CHAPTER, f"{CHAPTER}_status", f"{CHAPTER}_notebook", SYNTH, f"{SYNTH}_status",
-                       f"{SYNTH}_notebook", "total", "max_total", "assembly", "assembly_status"]
+                       f"{SYNTH}_notebook", "total", "max_total", "assembly", "assembly_status", "application_f1",
+                       "application_status"]
     table = {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
     assert list(table) == ["alice", "bob", "carol", "dave"]
     assert table["alice"] | {} == {"student": "alice", CHAPTER: "9", f"{CHAPTER}_status": "graded",
                                    f"{CHAPTER}_notebook": "", SYNTH: "1", f"{SYNTH}_status": "graded",
                                    f"{SYNTH}_notebook": "", "total": "10", "max_total": "12", "assembly": "",
-                                   "assembly_status": ""}
+                                   "assembly_status": "", "application_f1": "", "application_status": ""}
     assert (table["bob"][SYNTH], table["bob"][f"{SYNTH}_status"]) == ("0", "missing")
     assert (table["bob"]["assembly"], table["bob"]["assembly_status"]) == ("1", "passed")
+    assert (table["bob"]["application_f1"], table["bob"]["application_status"]) == ("0.8125", "passed")
     assert table["bob"][f"{CHAPTER}_status"] == "flagged" and table["bob"]["total"] == "7"
     assert table["carol"][f"{SYNTH}_status"] == "crashed" and table["dave"]["max_total"] == "12"
 
@@ -228,6 +232,7 @@ def test_feedback_content(feedback_dir):
     assert "AssertionError: attention: max error 0.5 at [0, 1]" in bob
     assert f"Status: <strong>missing</strong> ({STATUSES['missing']})" in bob
     assert "Assembly" in bob and "Training loss: first 4, last 2.5" in bob
+    assert "Application" in bob and "token F1 0.8125" in bob
     assert "probe scaled_dot_product_attention" not in bob  # flags are for the instructor
     carol = (feedback_dir / "carol" / "feedback.txt").read_text(encoding="utf-8")
     assert f"{CHAPTER}: 2/9 (timeout)" in carol and f"{SYNTH}: 0/3 (crashed)" in carol
