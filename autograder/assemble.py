@@ -207,6 +207,9 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
             report = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000])
             report = trusted_report(report if isinstance(report, dict) else {}, out, job)
             result = judge_application(judge(student, report, time.monotonic() - started), report)
+            if with_application and not result.application_status:  # the child's report left it out
+                result.application_status = "failed"
+                result.application_message = "the application stage reported nothing"
         except subprocess.TimeoutExpired:
             result = AssemblyResult(student, "timeout", 0.0, f"assembly did not finish within {timeout} s",
                                     graded_at=now())

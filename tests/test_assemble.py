@@ -116,3 +116,33 @@ def test_judge_checks_every_field_of_the_untrusted_report():
     for bad in ({"val_loss": float("nan")}, {"val_loss": "1.0"}, {"generated_ids": [1, 999]},
                 {"generated_ids": []}, {"generated_ids": ["1"]}, {"vocab_size": "320"}, {"error": "boom"}):
         assert judge("s", {**good, **bad}, 1.0).status == "failed", bad
+
+
+def test_the_application_verdict_is_the_graders_measurement():
+    from autograder.assemble import APPLICATION_LOSS_FRACTION, judge_application, trusted_application
+    from autograder.results import AssemblyResult
+
+    def verdict(child, measured):
+        return judge_application(AssemblyResult("s", "passed", 1.0),
+                                 {"application": trusted_application(child, measured)})
+
+    # the child (the student's code) claims a perfect fine-tuning; the grader measured no learning
+    child = {"application": {"losses": [], "error": None, "f1": 1.0, "loss": 0.0, "loss_before": 9.0,
+                             "exact_match": 1.0}}
+    flat = {"application": {"loss": 8.0, "loss_before": 9.0, "f1": 0.0, "exact_match": 0.0, "examples": []}}
+    result = verdict(child, flat)
+    assert (result.application_status, result.application_score) == ("failed", 0.0)
+    learned = {"application": {"loss": 2.0, "loss_before": 9.0, "f1": 0.25, "exact_match": 0.1,
+                               "examples": [{"target": "the cat", "answer": "a cat"}]}}
+    result = verdict(child, learned)
+    assert (result.application_status, result.application_score) == ("passed", 0.25)
+    assert result.application_bound == round(APPLICATION_LOSS_FRACTION * 9.0, 4)
+    assert "'the cat' -> 'a cat'" in result.application_message
+    # the stage's own failure is the student's; a missing or broken measurement is the grader's
+    result = verdict({"application": {"error": "chapter 6b: finetune: ValueError: boom"}}, learned)
+    assert result.application_status == "failed" and "boom" in result.application_message
+    assert verdict(child, {}).application_status == "error"
+    nan = {"application": {**learned["application"], "loss": float("nan")}}
+    assert verdict(child, nan).application_status == "failed"
+    # no application stage at all: nothing to say
+    assert judge_application(AssemblyResult("s", "passed", 1.0), {}).application_status == ""
