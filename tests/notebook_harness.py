@@ -138,6 +138,22 @@ def solution_cells(path: Path) -> dict[str, str]:
     return {nbgrader_meta(c)["grade_id"]: c.source for c in nb.cells if nbgrader_meta(c).get("solution")}
 
 
+def solution_editor(path: Path):
+    """``edit(grade_id, (old, new), ...)``: the solution cell ``grade_id`` of the notebook at ``path`` with each
+    (old, new) replaced, ``old`` occurring in it exactly once. The chapters' tests write their plausible wrong answers
+    with it, so that each differs from the solution in one mistake."""
+    sources = solution_cells(path)
+
+    def edit(grade_id: str, *replacements: tuple[str, str]) -> str:
+        source = sources[grade_id]
+        for old, new in replacements:
+            assert source.count(old) == 1, f"{grade_id}: {old!r} occurs {source.count(old)} times"
+            source = source.replace(old, new)
+        return source
+
+    return edit
+
+
 @functools.cache
 def _essentials_suffice(path: str, mtime: float) -> bool:
     """Does the solution earn full points when only the essential cells run? Then wrong answers can be tried

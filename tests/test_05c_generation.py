@@ -6,11 +6,10 @@ The wrong answers are edits of the solution's own cells, so each differs from a 
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 import torch
 from conftest import ROOT
-from notebook_harness import nbgrader_meta, wrong_answer_tests
+from notebook_harness import solution_editor, wrong_answer_tests
 
 CHAPTER = "05c_generation"
 SOLUTION = ROOT / "solutions" / CHAPTER / f"{CHAPTER}.ipynb"
@@ -22,19 +21,7 @@ CACHE = {"test_attend_with_cache", "test_attend_with_cache_hidden"}
 GENERATE = {"test_generate", "test_generate_hidden"}
 
 
-def _solution_sources() -> dict[str, str]:
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return {meta["grade_id"]: cell.source for cell in nb.cells
-            if (meta := nbgrader_meta(cell)).get("solution")}
-
-
-def edit(grade_id: str, *replacements: tuple[str, str]) -> str:
-    """The solution cell ``grade_id`` with each (old, new) replaced; ``old`` must occur in it exactly once."""
-    source = _solution_sources()[grade_id]
-    for old, new in replacements:
-        assert source.count(old) == 1, f"{grade_id}: {old!r} occurs {source.count(old)} times"
-        source = source.replace(old, new)
-    return source
+edit = solution_editor(SOLUTION)
 
 
 # Plausible wrong answers: (solution cell replaced, its source, graded cells that must reject it).

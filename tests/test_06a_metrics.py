@@ -12,10 +12,9 @@ import re
 import string
 from collections import Counter
 
-import nbformat
 import pytest
 from conftest import ROOT
-from notebook_harness import nbgrader_meta, wrong_answer_tests
+from notebook_harness import solution_editor, wrong_answer_tests
 
 from autograder.probes.metrics import (
     ANSWER_WORDS,
@@ -37,19 +36,7 @@ LCS = {"test_lcs_length", "test_lcs_length_hidden"}
 ROUGE = {"test_rouge_l", "test_rouge_l_hidden"}
 
 
-def _solution_sources() -> dict[str, str]:
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return {meta["grade_id"]: cell.source for cell in nb.cells
-            if (meta := nbgrader_meta(cell)).get("solution")}
-
-
-def edit(grade_id: str, *replacements: tuple[str, str]) -> str:
-    """The solution cell ``grade_id`` with each (old, new) replaced; ``old`` must occur in it exactly once."""
-    source = _solution_sources()[grade_id]
-    for old, new in replacements:
-        assert source.count(old) == 1, f"{grade_id}: {old!r} occurs {source.count(old)} times"
-        source = source.replace(old, new)
-    return source
+edit = solution_editor(SOLUTION)
 
 
 ARTICLES = '    s = re.sub(r"\\b(a|an|the)\\b", " ", s)  # whole words only: "another" and "theme" stay\n'

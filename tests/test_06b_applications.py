@@ -7,12 +7,11 @@ The wrong answers are edits of the solution's own cells, so each differs from a 
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ROOT
-from notebook_harness import nbgrader_meta, wrong_answer_tests
+from notebook_harness import solution_editor, wrong_answer_tests
 
 CHAPTER = "06b_applications"
 SOLUTION = ROOT / "solutions" / CHAPTER / f"{CHAPTER}.ipynb"
@@ -23,19 +22,7 @@ LOOP = {"test_finetune", "test_finetune_hidden"}
 HEAD = {"test_classifier", "test_classifier_hidden"}
 
 
-def _solution_sources() -> dict[str, str]:
-    nb = nbformat.read(SOLUTION, as_version=4)
-    return {meta["grade_id"]: cell.source for cell in nb.cells
-            if (meta := nbgrader_meta(cell)).get("solution")}
-
-
-def edit(grade_id: str, *replacements: tuple[str, str]) -> str:
-    """The solution cell ``grade_id`` with each (old, new) replaced; ``old`` must occur in it exactly once."""
-    source = _solution_sources()[grade_id]
-    for old, new in replacements:
-        assert source.count(old) == 1, f"{grade_id}: {old!r} occurs {source.count(old)} times"
-        source = source.replace(old, new)
-    return source
+edit = solution_editor(SOLUTION)
 
 
 _LABELS = "labels[i, len(prompt):n] = input_ids[i, len(prompt):n]  # the completion and the eos, chosen by position"
