@@ -103,6 +103,22 @@ def _array(value, what: str) -> np.ndarray | str:
     return array
 
 
+def same_losses(atol: float, first: str, second: str) -> Comparator:
+    """[losses, losses] of two runs of the student's own code that must agree (a resumed and an uninterrupted run,
+    two runs with one seed): equal within ``atol`` step by step. The reference is not used."""
+
+    def compare(got, expected):
+        try:
+            a, b = ([float(v) for v in run] for run in got)
+        except (TypeError, ValueError):
+            return f"got {got!r:.60}, expected two lists of losses"
+        if len(a) != len(b) or any(not abs(u - v) <= atol for u, v in zip(a, b)):
+            return f"{first} {[round(v, 6) for v in a][:8]}, {second} {[round(v, 6) for v in b][:8]}"
+        return None
+
+    return compare
+
+
 def close(atol: float = 1e-5, rtol: float = 1e-5, dtype: bool = True) -> Comparator:
     """Equal shape, numeric, the reference's dtype (unless ``dtype=False``), and
     ``|got - expected| <= atol + rtol * |expected|`` element by element (the same infinity on both sides is

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autograder.probes import Probe, close, equal
+from autograder.probes import Probe, close, equal, same_losses
 from autograder.probes.gpt import Rules, watched
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,19 +114,10 @@ def _falls_by(amount: float, last: int = 5):
     return compare
 
 
-def _agree(atol: float):
-    """[run, run again] of the student's: equal within ``atol`` element by element."""
 
-    def compare(got, expected):
-        try:
-            a, b = ([float(v) for v in run] for run in got)
-        except (TypeError, ValueError):
-            return f"got {got!r:.60}, expected two lists of losses"
-        if len(a) != len(b) or any(not abs(u - v) <= atol for u, v in zip(a, b)):
-            return f"two runs with the same seed differ: {a[:3]} ... vs {b[:3]} ..."
-        return None
 
-    return compare
+#: [a run, the same run again] of the student's finetune: one seed, one result.
+SAME_SEED = same_losses(1e-6, "a run", "the same seed again")
 
 
 def _clipped(got, expected):
@@ -413,7 +404,7 @@ PROBES = [
                                     "label_at_0_unused": close(1e-5, 1e-5), "bfloat16_gives": equal(),
                                     "no_label_refused": _refused(ValueError)})),
     Probe("test_finetune", watched(finetune_visible),
-          Rules(equal(), {"losses": _falls_by(0.5), "same_seed": _agree(1e-6), "cleared": _is_true,
+          Rules(equal(), {"losses": _falls_by(0.5), "same_seed": SAME_SEED, "cleared": _is_true,
                           "forty_floats": _is_true})),
     Probe("test_finetune_hidden", watched(finetune_hidden),
           Rules(equal(), {"/losses": close(1e-5, 1e-5), "/clipped": _clipped, "/cleared": _is_true,

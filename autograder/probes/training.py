@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autograder.probes import Probe, close, equal
+from autograder.probes import Probe, close, equal, same_losses
 from autograder.probes.gpt import Rules, below, near, watched
 
 
@@ -333,17 +333,7 @@ def checkpoint_hidden(m):
 
 def same_run(atol: float):
     """[losses after resuming, losses without stopping], from the student's own code: equal within ``atol``."""
-
-    def compare(got, expected):
-        try:
-            a, b = ([float(v) for v in run] for run in got)
-        except (TypeError, ValueError):
-            return f"got {got!r:.60}, expected two lists of losses"
-        if len(a) != len(b) or any(not abs(u - v) <= atol for u, v in zip(a, b)):
-            return f"losses after resuming {[round(v, 6) for v in a]}, without stopping {[round(v, 6) for v in b]}"
-        return None
-
-    return compare
+    return same_losses(atol, "losses after resuming", "without stopping")
 
 
 PROBES = [
