@@ -20,6 +20,7 @@ and the course library only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -101,6 +102,22 @@ def _array(value, what: str) -> np.ndarray | str:
     except (TypeError, ValueError):
         return f"{what} is not an array of numbers"
     return array
+
+
+@contextlib.contextmanager
+def replaced(module, name: str, value):
+    """``module.name`` is ``value`` inside the block, then what it was (or absent, if it was): how a probe makes the
+    student's module use a known-good piece of its own chapter, so that one mistake costs one cell."""
+    missing = object()
+    old = vars(module).get(name, missing)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        if old is missing:
+            delattr(module, name)
+        else:
+            setattr(module, name, old)
 
 
 def same_losses(atol: float, first: str, second: str) -> Comparator:

@@ -16,14 +16,13 @@ cell's stderr, which fails it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from autograder.probes import Probe, close, equal, same_losses
+from autograder.probes import Probe, close, equal, replaced, same_losses
 from autograder.probes.gpt import Rules, watched
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -52,20 +51,6 @@ def _random_gpt(seed, vocab_size=50, n_layer=2, n_head=2, n_embd=16, block_size=
 def _reference_loss(logits, labels):
     """The notebook's ``reference_loss`` (what sft_loss should be), put in place of the module's own."""
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1))
-
-
-@contextlib.contextmanager
-def _with_reference_loss(m):
-    missing = object()
-    old = vars(m).get("sft_loss", missing)
-    m.sft_loss = _reference_loss
-    try:
-        yield
-    finally:
-        if old is missing:
-            delattr(m, "sft_loss")
-        else:
-            m.sft_loss = old
 
 
 def _raises(error, call) -> str:
@@ -288,7 +273,7 @@ def finetune_hidden(m):
     out = {}
     handle = register_optimizer_step_pre_hook(record_norm)
     try:
-        with torch.enable_grad(), _with_reference_loss(m):
+        with torch.enable_grad(), replaced(m, "sft_loss", _reference_loss):
             for i, kwargs in enumerate(_CASES):
                 net = _random_gpt(10 + i, vocab_size=22, dropout=0.1)  # in eval mode
                 norms.clear()

@@ -15,7 +15,6 @@ position that reads nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autograder.probes import Probe, close, equal, tokens
+from autograder.probes import Probe, close, equal, replaced, tokens
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers (run in the probe process, on both sides)
@@ -81,20 +80,10 @@ def _textbook_sdpa(q, k, v, mask=None):
     return scores.softmax(dim=-1) @ v
 
 
-@contextlib.contextmanager
 def _textbook_attention(m):
     """The chapter module's ``scaled_dot_product_attention`` (chapter 4a's, imported by the notebook) is
     :func:`_textbook_sdpa` inside the block. (The fallback's own cached attention does not use it.)"""
-    missing = object()
-    old = vars(m).get("scaled_dot_product_attention", missing)
-    m.scaled_dot_product_attention = _textbook_sdpa
-    try:
-        yield
-    finally:
-        if old is missing:
-            delattr(m, "scaled_dot_product_attention")
-        else:
-            m.scaled_dot_product_attention = old
+    return replaced(m, "scaled_dot_product_attention", _textbook_sdpa)
 
 
 def _ids() -> object:
