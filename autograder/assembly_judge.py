@@ -92,11 +92,11 @@ def measure_application(out: Path) -> dict:
 
     import llmcourse
     from autograder.assembly_child import APP_TASK
-    from llmcourse.chapters.generation import generate
     from llmcourse.chapters.gpt import GPT
     from llmcourse.chapters.metrics import exact_match, token_f1
     from llmcourse.chapters.tokens_and_positions import BPETokenizer
     from llmcourse.data import task_examples
+    from llmcourse.finetune import greedy_answers  # prompts of one length per batch: no answer cut short
 
     weights = out / "application" / "model.safetensors"
     if not weights.is_file() or weights.is_symlink():
@@ -113,18 +113,7 @@ def measure_application(out: Path) -> dict:
     except Exception as err:  # noqa: BLE001 - the file is the student's
         return {"error": f"the fine-tuned weights do not fit course-tiny: {type(err).__name__}: {str(err)[:300]}"}
     loss = answer_loss(model, tokenizer, examples)
-    eot = tokenizer.eot_id
-    answers = []
-    for start in range(0, len(examples), 50):
-        prompts = [tokenizer.encode(e.prompt) for e in examples[start:start + 50]]
-        width = max(map(len, prompts))
-        ids = torch.tensor([[eot] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        new = min(APP_MAX_NEW, model.config.block_size - width)
-        with torch.no_grad():
-            rows = generate(model, ids, max_new_tokens=new, attention_mask=mask, eos_token_id=eot, pad_token_id=eot)
-        for row in rows[:, width:].tolist():
-            answers.append(tokenizer.decode(row[:row.index(eot)] if eot in row else row).strip())
+    answers = greedy_answers(model.eval(), tokenizer, [e.prompt for e in examples], max_new_tokens=APP_MAX_NEW)
     f1 = sum(token_f1(a, e.target) for a, e in zip(answers, examples)) / len(examples)
     em = sum(exact_match(a, e.target) for a, e in zip(answers, examples)) / len(examples)
     shown = [{"prompt": e.prompt, "answer": a, "target": e.target} for a, e in list(zip(answers, examples))[:3]]
