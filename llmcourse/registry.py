@@ -24,7 +24,10 @@ CHAPTER_IDS: tuple[str, ...] = (
     "06a_metrics",
     "06b_applications",
     "06c_lora",
-    "08_future",
+    "08a_scaling",
+    "08b_compute",
+    "08c_beyond_text",
+    "08d_bias",
 )
 
 CHAPTER_ID_RE = re.compile(r"^(?P<number>\d{2}[a-z]?)_(?P<name>[a-z][a-z0-9_]*)$")

@@ -134,11 +134,12 @@ def test_unknown_fallback_name_is_a_clear_error(monkeypatch):
 
 
 def test_missing_fallback_file_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("LLMCOURSE_FALLBACK", "future")
-    if (ROOT / "llmcourse" / "fallbacks" / "future.py").exists():
-        pytest.skip("the future chapter has a fallback now")
-    with pytest.raises(ChapterNotFound, match="has none yet"):
-        import llmcourse.chapters.future  # noqa: F401
+    """A registered chapter whose fallback is not written yet (every real chapter has one: a planned one)."""
+    monkeypatch.setattr(registry, "MODULES", {**registry.MODULES, "planned": "09_planned"})
+    monkeypatch.setenv("LLMCOURSE_FALLBACK", "planned")
+    assert not (ROOT / "llmcourse" / "fallbacks" / "planned.py").exists()
+    with pytest.raises(ChapterNotFound, match="chapter 09_planned, but the course has none yet"):
+        import llmcourse.chapters.planned  # noqa: F401
 
 
 def test_missing_chapter_says_what_to_do(tmp_path, monkeypatch):
