@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 from conftest import ROOT
@@ -53,6 +54,23 @@ def test_attention_chapter_is_rendered(html):
     assert "Exercise 4a.1: visible tests passed" in page, "the visible tests ran"
     assert "Traceback" not in page
     assert "output stderr" not in page, "a cell wrote to stderr (a warning?) when the book executed it"
+
+
+@pytest.mark.slow
+def test_every_page_executed_cleanly(html):
+    """Every cell of every executed page ran without an error and wrote nothing to stderr (a warning, a progress
+    bar on stderr). The book's build is the one full run of each instructor notebook in the tests; its points
+    are checked where nbgrader grades it (test_grade_course.py)."""
+    executed = sorted((html.parent / "jupyter_execute").rglob("*.ipynb"))
+    chapters = {f"{chapter}.ipynb" for chapter in chapters_in(ROOT / "solutions")}
+    assert chapters <= {path.name for path in executed}, "a chapter was not executed by the book's build"
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(nb.cells, 1):
+            for output in cell.get("outputs", []):
+                assert output.output_type != "error", f"{path.name}, cell {index} raised {output.get('ename')}"
+                assert not (output.output_type == "stream" and output.name == "stderr"), (
+                    f"{path.name}, cell {index} wrote to stderr:\n{output.text[:2000]}")
 
 
 @pytest.mark.slow
