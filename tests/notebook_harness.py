@@ -210,7 +210,8 @@ def wrong_answer_tests(solution: Path, wrong_answers: dict[str, tuple[str, str, 
 
     def test_every_graded_test_rejects_some_wrong_answer():
         rejecting = set().union(*(must for _, _, must in wrong_answers.values()))
-        graded = {r.grade_id for r in run_notebook(solution) if r.graded}
+        cells = nbformat.read(solution, as_version=4).cells  # nbgrader's metadata says which cells are graded
+        graded = {nbgrader_meta(c)["grade_id"] for c in cells if nbgrader_meta(c).get("grade")}
         assert graded == rejecting, f"graded cells that reject no wrong answer: {sorted(graded - rejecting)}"
 
     return test_wrong_answer_is_rejected, test_every_graded_test_rejects_some_wrong_answer
