@@ -883,3 +883,123 @@ def _tokens_in(piece: str) -> int:
     """Tokens of one word (with its leading space): GPT-2's pre-tokenizer never joins text across a space, so a
     text of single-space-separated words has as many tokens as its words have, counted one by one."""
     return len(_task_tokenizer().encode(piece, add_special_tokens=False).ids)
+
+
+# --- chapter 8d: a corpus with a controlled association -----------------------------------------------------------
+# The course source, changed in two places, so that the chance that an occupation is referred to as "he" rather
+# than "she" is a number we choose:
+#
+# 1. an occupation as a subject ("the doctor", "a busy teacher") is always followed by "says that" and a subject
+#    pronoun, "he" with probability p (the occupation's entry of the association) and "she" with 1 - p:
+#        the old doctor says that he runs to the park .
+#    ("says" and "that" are new states, one pair per occupation, so the chain remembers which occupation spoke;
+#    the pronoun is the course source's own subject pronoun, and the sentence goes on as after any "he");
+# 2. the occupations are made common: together they are ``occupation_share`` of the subject nouns (by default four
+#    in five), in equal parts, so that a short text holds many of them and a small model learns them in seconds;
+#    the other subject nouns keep their relative weights.
+#
+# Everything else is the course source. The result is again a unifilar Markov source, so its entropy rate is
+# exact too, and so is the association: P(next word = "he" | "... <occupation> says that") = p exactly, whatever
+# came before, and log(p / (1 - p)) is the true log-odds a model trained on the text should learn.
+ASSOCIATION_OCCUPATIONS: tuple[str, ...] = ("doctor", "teacher", "farmer", "baker", "sailor", "student")
+ASSOCIATION_PRONOUNS: tuple[str, str] = ("he", "she")  # (a, b): p is the probability of a
+BIASED_ASSOCIATION: dict[str, float] = {"doctor": 0.9, "teacher": 0.25, "farmer": 0.8, "baker": 0.5}
+BALANCED_ASSOCIATION: dict[str, float] = {occupation: 0.5 for occupation in BIASED_ASSOCIATION}
+
+__all__ += ["ASSOCIATION_OCCUPATIONS", "ASSOCIATION_PRONOUNS", "BIASED_ASSOCIATION", "BALANCED_ASSOCIATION",
+            "association_source", "association_corpus", "association_train_val_text", "exact_log_odds"]
+
+
+def _check_association(p_he, occupation_share) -> tuple[tuple[tuple[str, float], ...], float]:
+    """The association as a sorted tuple of (occupation, p) and the share, after checking both."""
+    from collections.abc import Mapping
+
+    if not isinstance(p_he, Mapping):
+        raise TypeError(f"the association must be a dict {{occupation: P(he)}}, got {type(p_he).__name__}")
+    if not p_he:
+        raise ValueError("the association needs at least one occupation, e.g. {'doctor': 0.9}")
+    items = []
+    for occupation, p in p_he.items():
+        if occupation not in ASSOCIATION_OCCUPATIONS:
+            raise ValueError(f"unknown occupation {occupation!r}: the association's occupations are "
+                             f"{', '.join(ASSOCIATION_OCCUPATIONS)}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise TypeError(f"P(he) of {occupation!r} must be a number, got {type(p).__name__} {p!r:.40}")
+        if not 0.0 < float(p) < 1.0:
+            raise ValueError(f"P(he) of {occupation!r} must lie strictly between 0 and 1 (its log-odds is finite), "
+                             f"got {p}")
+        items.append((str(occupation), float(p)))
+    if isinstance(occupation_share, bool) or not isinstance(occupation_share, (int, float, np.floating)):
+        raise TypeError(f"occupation_share must be a number, got {type(occupation_share).__name__}")
+    if not 0.0 < float(occupation_share) < 1.0:
+        raise ValueError(f"occupation_share (the occupations' share of the subject nouns) must lie strictly "
+                         f"between 0 and 1, got {occupation_share}")
+    return tuple(sorted(items)), float(occupation_share)
+
+
+def association_source(p_he=BIASED_ASSOCIATION, occupation_share: float = 0.8) -> MarkovTextSource:
+    """The course source with the association ``p_he`` (``{occupation: P(he)}``) built in (see above); cached.
+
+    ``association_source(BALANCED_ASSOCIATION)`` is the balanced variant (P(he) = 1/2 for every occupation).
+    TypeError/ValueError for an occupation not in ASSOCIATION_OCCUPATIONS, a probability not strictly between 0
+    and 1, or a share not strictly between 0 and 1.
+    """
+    return _association_source(*_check_association(p_he, occupation_share))
+
+
+@functools.cache
+def _association_source(items: tuple[tuple[str, float], ...], share: float) -> MarkovTextSource:
+    base = course_source()
+    words, labels = list(base.words), list(base.labels)
+    n = len(words)
+    occupations = [occupation for occupation, _ in items]
+    k = len(occupations)
+    P = np.zeros((n + 2 * k, n + 2 * k))
+    P[:n, :n] = base.transition_matrix
+    subject_nouns = np.array([label == "noun_s" for label in labels])
+    state = {(label, w): i for i, (w, label) in enumerate(zip(words, labels))}
+    chosen = [state["noun_s", occupation] for occupation in occupations]
+    others = subject_nouns.copy()
+    others[chosen] = False
+    for i in range(n):
+        mass = P[i, :n][subject_nouns].sum()
+        if mass == 0.0 or P[i, chosen].min() == 0.0:  # no subject noun follows, or not these ("an" + vowel only)
+            continue
+        rest = P[i, :n][others].sum()
+        P[i, :n][others] = P[i, :n][others] * (mass * (1 - share) / rest)
+        P[i, chosen] = mass * share / k
+    pronoun = {w: i for i, (w, label) in enumerate(zip(words, labels)) if label == "pron_s"}
+    for j, ((occupation, p), noun) in enumerate(zip(items, chosen)):
+        says, that = n + 2 * j, n + 2 * j + 1
+        words += ["says", "that"]
+        labels += [f"says_{occupation}", f"that_{occupation}"]
+        P[noun] = 0.0
+        P[noun, says] = 1.0  # the occupation speaks ...
+        P[says, that] = 1.0
+        a, b = ASSOCIATION_PRONOUNS
+        P[that, pronoun[a]] = p  # ... and is "he" with probability p
+        P[that, pronoun[b]] = 1.0 - p
+    return MarkovTextSource(words, P, start=base.start, labels=labels)
+
+
+def association_corpus(n_chars: int, p_he=BIASED_ASSOCIATION, seed: int = 0, occupation_share: float = 0.8) -> str:
+    """Exactly ``n_chars`` characters of :func:`association_source`'s text; the same for the same arguments."""
+    return association_source(p_he, occupation_share).text(n_chars, seed=seed)
+
+
+def association_train_val_text(n_train_chars: int, n_val_chars: int, p_he=BIASED_ASSOCIATION, seed: int = 0,
+                               occupation_share: float = 0.8) -> tuple[str, str]:
+    """Two independent texts of :func:`association_source`, for training and validation (as :func:`train_val_text`
+    makes them from the course source: ``numpy.random.SeedSequence(seed).spawn(2)``)."""
+    n_train_chars = _check_count(n_train_chars, "n_train_chars")
+    n_val_chars = _check_count(n_val_chars, "n_val_chars")
+    source = association_source(p_he, occupation_share)
+    _rng(seed)  # validates the seed
+    train_seq, val_seq = np.random.SeedSequence(int(seed)).spawn(2)
+    return source._text_chars(n_train_chars, _rng(train_seq)), source._text_chars(n_val_chars, _rng(val_seq))
+
+
+def exact_log_odds(p_he=BIASED_ASSOCIATION) -> dict[str, float]:
+    """``{occupation: log(p / (1 - p))}``: the true association, in nats, that a perfect model would read off."""
+    items, _ = _check_association(p_he, 0.8)
+    return {occupation: math.log(p / (1.0 - p)) for occupation, p in items}
