@@ -56,13 +56,19 @@ def _logging_to(stream):
     moved = []
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                moved.append((handler, handler.setStream(stream)))
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
+                    and handler.stream is not stream:
+                # assigned, not setStream(): that flushes the old stream, which may be closed (a handler made while
+                # an earlier test's captured stderr was sys.stderr)
+                moved.append((handler, handler.stream))
+                handler.stream = stream
     try:
         yield
     finally:
         for handler, old in moved:
-            handler.setStream(old)
+            with contextlib.suppress(ValueError):  # a stream closed meanwhile has nothing left to flush
+                handler.flush()
+            handler.stream = old
 
 
 def _kernel_warning_filters() -> None:
