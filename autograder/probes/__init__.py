@@ -120,6 +120,16 @@ def replaced(module, name: str, value):
             setattr(module, name, old)
 
 
+def raised(call) -> str:
+    """The name of the exception ``call()`` raises (the student's code may raise anything), or "no error": what a
+    probe returns for a bad input, to be compared with the reference's."""
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 - which error it was is the result
+        return type(err).__name__
+    return "no error"
+
+
 def same_losses(atol: float, first: str, second: str) -> Comparator:
     """[losses, losses] of two runs of the student's own code that must agree (a resumed and an uninterrupted run,
     two runs with one seed): equal within ``atol`` step by step. The reference is not used."""
@@ -463,5 +473,5 @@ def main(argv: list[str]) -> int:
     os._exit(0)  # no interpreter teardown: student objects' __del__ cannot change anything after this
 
 
-__all__ = ["Probe", "Comparator", "chapter_probes", "close", "equal", "tokens", "judge", "save_output",
+__all__ = ["Probe", "Comparator", "chapter_probes", "close", "equal", "tokens", "judge", "raised", "save_output",
            "load_output", "run_all", "run_probe"]

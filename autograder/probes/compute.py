@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from autograder.probes import Probe, close, equal
+from autograder.probes import raised as _raises
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
@@ -36,14 +37,6 @@ def _config(m, **overrides):
 def _gpt2(m, n_layer=12, n_head=12, n_embd=768):
     return m.GPTConfig(block_size=1024, vocab_size=50257, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
 
-
-def _raises(call) -> str:
-    """The name of the exception ``call()`` raises, or "no error"."""
-    try:
-        call()
-    except Exception as err:  # noqa: BLE001 - the student's code may raise anything
-        return type(err).__name__
-    return "no error"
 
 
 def _is_int(value) -> bool:

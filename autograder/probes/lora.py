@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from autograder.probes import Probe, close, equal
+from autograder.probes import raised as _raises
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers (run in the probe process, on both sides)
@@ -73,13 +74,6 @@ def _within(low: float, high: float):
 
     return compare
 
-
-def _raises(action) -> str:
-    try:
-        action()
-    except Exception as err:  # noqa: BLE001 - which error it was is the result
-        return type(err).__name__
-    return "no error"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from autograder.probes import Probe, close, equal
+from autograder.probes import raised as _raises
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers (run in the probe process, on both sides)
@@ -29,13 +30,6 @@ def _config(n_layer, n_head, n_embd, bias=True, block_size=16, vocab_size=37):
     return GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                      bias=bias)
 
-
-def _raises(action) -> str:
-    try:
-        action()
-    except Exception as err:  # noqa: BLE001 - which error it was is the result
-        return type(err).__name__
-    return "no error"
 
 
 def _without_scipy(action):
