@@ -21,3 +21,13 @@ def clean_llmcourse_env(monkeypatch):
     reload_all()
     yield
     reload_all()
+
+
+@pytest.fixture
+def fallback_gpt(monkeypatch):
+    """Every chapter on its public fallback (``LLMCOURSE_FALLBACK=all``); chapter 5a's ``GPT`` and ``GPTConfig``."""
+    monkeypatch.setenv("LLMCOURSE_FALLBACK", "all")
+    from llmcourse.chapters.gpt import GPT
+    from llmcourse.chapters.multi_head_attention import GPTConfig
+
+    return GPT, GPTConfig

@@ -212,15 +212,6 @@ def test_fallback_agrees_with_solution(monkeypatch):
             impl.LoRALinear(nn.Conv1d(3, 3, 1), 2, 1.0)
 
 
-@pytest.fixture
-def gpt_classes(monkeypatch):
-    monkeypatch.setenv("LLMCOURSE_FALLBACK", "all")
-    from llmcourse.chapters.gpt import GPT
-    from llmcourse.chapters.multi_head_attention import GPTConfig
-
-    return GPT, GPTConfig
-
-
 def _peft():
     import peft
 
@@ -249,12 +240,12 @@ def _peft_model(model, r, alpha, targets, **kwargs):
 @pytest.mark.parametrize("r, alpha, targets", [(1, 1.0, ("c_attn",)), (4, 8.0, ("c_attn",)),
                                                (2, 3.0, ("c_attn", "c_proj")), (8, 4.0, ("c_fc",)),
                                                (16, 32.0, ("c_attn", "c_proj", "c_fc"))])
-def test_fallback_equals_peft_on_gpt2(gpt_classes, r, alpha, targets):
+def test_fallback_equals_peft_on_gpt2(fallback_gpt, r, alpha, targets):
     """The fallback's add_lora on our GPT == peft's LoRA on HF GPT-2 (Conv1D, fan_in_fan_out=True), same A and B:
     logits, gradients of A and B, trainable counts, the merged model."""
     from llmcourse.fallbacks.lora import LoRALinear, add_lora, trainable_parameters
 
-    GPT, GPTConfig = gpt_classes
+    GPT, GPTConfig = fallback_gpt
     model = _random_gpt(GPT, GPTConfig, 4, n_layer=3, n_embd=24, n_head=3)
     ref = _peft_model(_hf_copy(model), r, alpha, targets, fan_in_fan_out=True)
     idx = torch.randint(0, 61, (4, 11), generator=torch.Generator().manual_seed(0))
@@ -337,10 +328,10 @@ def test_fallback_equals_peft_on_a_linear_layer(r, alpha):
         torch.testing.assert_close(base.weight, before, atol=1e-5, rtol=0)
 
 
-def test_fallback_validates_its_arguments(gpt_classes):
+def test_fallback_validates_its_arguments(fallback_gpt):
     from llmcourse.fallbacks.lora import LoRALinear, add_lora
 
-    GPT, GPTConfig = gpt_classes
+    GPT, GPTConfig = fallback_gpt
     for r, error in [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)]:
         with pytest.raises(error, match="rank"):
             LoRALinear(nn.Linear(4, 4), r, 1.0)

@@ -123,15 +123,6 @@ CONFIGS = [dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=16),
            dict(block_size=2048, vocab_size=50257, n_layer=96, n_head=96, n_embd=12288)]
 
 
-@pytest.fixture
-def classes(monkeypatch):
-    monkeypatch.setenv("LLMCOURSE_FALLBACK", "all")
-    from llmcourse.chapters.gpt import GPT
-    from llmcourse.chapters.multi_head_attention import GPTConfig
-
-    return GPT, GPTConfig
-
-
 def test_fallback_agrees_with_solution(monkeypatch):
     monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
     monkeypatch.setenv("LLMCOURSE_FALLBACK", "metrics,applications,lora")
@@ -182,20 +173,20 @@ def test_fallback_agrees_with_solution(monkeypatch):
 
 
 @pytest.mark.parametrize("fields", CONFIGS[:3] + [dict(block_size=16, vocab_size=100, n_layer=3, n_head=3, n_embd=24)])
-def test_fallback_count_equals_hugging_face(classes, fields):
+def test_fallback_count_equals_hugging_face(fallback_gpt, fields):
     from transformers import GPT2LMHeadModel
 
     from llmcourse.fallbacks.compute import count_params
     from llmcourse.hf import gpt2_config
 
-    GPT, GPTConfig = classes
+    GPT, GPTConfig = fallback_gpt
     config = GPTConfig(**fields)
     assert count_params(config) == GPT(config).num_params()
     if config.bias:  # GPT-2 always has biases
         assert count_params(config) == GPT2LMHeadModel(gpt2_config(config)).num_parameters()
 
 
-def test_fallback_counts_the_published_checkpoints(classes):
+def test_fallback_counts_the_published_checkpoints(fallback_gpt):
     """The exact sizes of Hugging Face's four GPT-2 checkpoints (wte and lm_head tied, counted once)."""
     from llmcourse.chapters.gpt import preset
     from llmcourse.fallbacks.compute import count_params
@@ -206,10 +197,10 @@ def test_fallback_counts_the_published_checkpoints(classes):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_fallback_memory_equals_one_adamw_step(classes, dtype):
+def test_fallback_memory_equals_one_adamw_step(fallback_gpt, dtype):
     from llmcourse.fallbacks.compute import training_memory
 
-    GPT, GPTConfig = classes
+    GPT, GPTConfig = fallback_gpt
     config = GPTConfig(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=8)
     model = GPT(config).to(dtype)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -225,11 +216,11 @@ def test_fallback_memory_equals_one_adamw_step(classes, dtype):
 
 
 @pytest.mark.parametrize("B, T, dtype", [(1, 1, torch.float32), (3, 16, torch.float32), (2, 5, torch.float64)])
-def test_fallback_kv_cache_equals_a_real_cache(classes, B, T, dtype):
+def test_fallback_kv_cache_equals_a_real_cache(fallback_gpt, B, T, dtype):
     from llmcourse.chapters.generation import KVCache, forward_with_cache
     from llmcourse.fallbacks.compute import kv_cache_bytes
 
-    GPT, GPTConfig = classes
+    GPT, GPTConfig = fallback_gpt
     config = GPTConfig(block_size=16, vocab_size=37, n_layer=3, n_head=2, n_embd=8)
     model = GPT(config).to(dtype).eval()
     cache = KVCache(3)
@@ -239,7 +230,7 @@ def test_fallback_kv_cache_equals_a_real_cache(classes, B, T, dtype):
     assert kv_cache_bytes(config, B, T, dtype) == 2 * 3 * B * T * 8 * dtype.itemsize
 
 
-def test_fallback_quantizes_as_the_formula_says(classes):
+def test_fallback_quantizes_as_the_formula_says(fallback_gpt):
     """Codes round(w / s) clamped to [-127, 127] with s = max |row| / 127 (1 for a zero row), in float32 (PyTorch
     multiplies by 1 / s, so a value within float rounding of a half may round the other way)."""
     from llmcourse.fallbacks.compute import dequantize_int8, quantize_int8
@@ -260,10 +251,10 @@ def test_fallback_quantizes_as_the_formula_says(classes):
     assert scale.dtype == torch.float32 and q[1].eq(0).all()
 
 
-def test_fallback_validates_its_arguments(classes):
+def test_fallback_validates_its_arguments(fallback_gpt):
     from llmcourse.fallbacks import compute
 
-    _, GPTConfig = classes
+    _, GPTConfig = fallback_gpt
     config = GPTConfig(block_size=8, vocab_size=5, n_layer=1, n_head=1, n_embd=4)
     for call, error, match in [
         (lambda: compute.count_params("gpt2"), TypeError, "GPTConfig"),

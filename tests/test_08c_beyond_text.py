@@ -115,16 +115,6 @@ def _random_gpt(seed, vocab_size=5, block_size=16, std=0.3):
     return model
 
 
-@pytest.fixture
-def fallback_gpt(monkeypatch):
-    monkeypatch.setenv("LLMCOURSE_FALLBACK", "all")
-    from llmcourse.chapters import reload_all
-
-    reload_all()
-    yield
-    reload_all()
-
-
 def test_fallback_agrees_with_solution(monkeypatch):
     from autograder.grading import earlier_modules
     from llmcourse.chapters import reload_all

@@ -138,17 +138,7 @@ def _random_gpt(seed, vocab_size=30, block_size=8, dropout=0.0):
     return model
 
 
-@pytest.fixture
-def on_fallbacks(monkeypatch):
-    monkeypatch.setenv("LLMCOURSE_FALLBACK", "all")
-    from llmcourse.chapters import reload_all
-
-    reload_all()
-    yield
-    reload_all()
-
-
-def test_fallback_agrees_with_solution(monkeypatch, on_fallbacks):
+def test_fallback_agrees_with_solution(monkeypatch, fallback_gpt):
     monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
     monkeypatch.setenv("LLMCOURSE_FALLBACK", ",".join(m for m in ("gpt", "multi_head_attention",
                                                                   "residual_and_layernorm", "attention",
@@ -195,7 +185,7 @@ def test_fallback_agrees_with_solution(monkeypatch, on_fallbacks):
             impl.count_association(b"text", "cue")
 
 
-def test_fallback_log_prob_equals_the_models_loss(on_fallbacks):
+def test_fallback_log_prob_equals_the_models_loss(fallback_gpt):
     """The sum of the continuation's log-probabilities is -(number of tokens) x the model's own cross-entropy on
     them (GPT's forward with targets, the context's targets ignored), on the last block_size + 1 tokens."""
     from llmcourse.fallbacks.bias import continuation_log_prob

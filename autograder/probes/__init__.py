@@ -120,6 +120,20 @@ def replaced(module, name: str, value):
             setattr(module, name, old)
 
 
+def at_most(limit: float) -> Comparator:
+    """The largest magnitude in the student's result is at most ``limit`` (the reference is not used: the notebook
+    checks a bound, like an error that must stay small)."""
+
+    def compare(got, expected):
+        try:
+            value = float(np.max(np.abs(np.asarray(got, dtype=np.float64))))
+        except (TypeError, ValueError):
+            return f"not a number: {got!r:.60}"
+        return None if value <= limit else f"{value:.4g}, more than the {limit:g} allowed"
+
+    return compare
+
+
 def raised(call) -> str:
     """The name of the exception ``call()`` raises (the student's code may raise anything), or "no error": what a
     probe returns for a bad input, to be compared with the reference's."""
@@ -473,5 +487,5 @@ def main(argv: list[str]) -> int:
     os._exit(0)  # no interpreter teardown: student objects' __del__ cannot change anything after this
 
 
-__all__ = ["Probe", "Comparator", "chapter_probes", "close", "equal", "tokens", "judge", "raised", "save_output",
-           "load_output", "run_all", "run_probe"]
+__all__ = ["Probe", "Comparator", "chapter_probes", "close", "equal", "tokens", "judge", "at_most", "raised",
+           "save_output", "load_output", "run_all", "run_probe"]

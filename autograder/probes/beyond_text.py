@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.probes import Probe, close, equal, tokens
+from autograder.probes import Probe, at_most, close, equal, tokens
 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers (run in the probe process, on both sides)
@@ -75,19 +75,6 @@ def _near(target: float, atol: float):
         except (TypeError, ValueError):
             return f"not a number: {got!r:.60}"
         return None if abs(value - target) <= atol else f"{value:.6g}, expected {target:g} within {atol:g}"
-
-    return compare
-
-
-def _at_most(limit: float):
-    """The student's number is at most ``limit`` (the reference is not used: the notebook checks a bound)."""
-
-    def compare(got, expected):
-        try:
-            value = float(np.max(np.asarray(got, dtype=np.float64)))
-        except (TypeError, ValueError):
-            return f"not a number: {got!r:.60}"
-        return None if value <= limit else f"{value:.4g}, more than the {limit:g} allowed"
 
     return compare
 
@@ -188,7 +175,7 @@ def _tokens_hidden_compare():
         key = f"{levels}/{'x'.join(map(str, shape))}"
         compare |= {f"dtype/{key}": equal(), f"tokens/{key}": equal(), f"one/{key}": equal(),
                     f"float64/{key}": equal(), f"back/{key}": close(1e-6, 0.0), f"back_one/{key}": close(0.0, 0.0),
-                    f"round_trip_error/{key}": _at_most(0.5 / (levels - 1) + 1e-6)}
+                    f"round_trip_error/{key}": at_most(0.5 / (levels - 1) + 1e-6)}
     return compare
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from autograder.probes import Probe, close, equal
+from autograder.probes import Probe, at_most, close, equal
 from autograder.probes import raised as _raises
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -47,19 +46,6 @@ def _random_gpt(seed: int, vocab_size=64, n_layer=2, n_head=2, n_embd=16, block_
 def _linear(seed: int, k: int, d: int, dtype=torch.float32) -> nn.Linear:
     torch.manual_seed(seed)
     return nn.Linear(k, d).to(dtype)
-
-
-def _at_most(limit: float):
-    """The student's number is at most ``limit`` (the reference is not used: the notebook checks a bound)."""
-
-    def compare(got, expected):
-        try:
-            value = float(np.max(np.abs(np.asarray(got, dtype=np.float64))))
-        except (TypeError, ValueError):
-            return f"not a number: {got!r:.60}"
-        return None if value <= limit else f"{value:.4g}, more than the {limit:g} allowed"
-
-    return compare
 
 
 def _within(low: float, high: float):
@@ -158,7 +144,7 @@ def _hidden_peft_compare():
     compare = {}
     for r, _ in HIDDEN_RANKS:
         compare |= {f"scaling/{r}": close(1e-9, 1e-9, dtype=False), f"base_gets_no_gradient/{r}": equal(),
-                    f"unmerge_error/{r}": _at_most(1e-6), f"refusals/{r}": equal()}
+                    f"unmerge_error/{r}": at_most(1e-6), f"refusals/{r}": equal()}
     return compare
 
 
@@ -181,7 +167,7 @@ def lora_linear_hidden_init(m):
     return out
 
 
-_HIDDEN_INIT = {"A_max_over_bound": _at_most(1.0), "A_std_over_expected": _within(0.9, 1.1),
+_HIDDEN_INIT = {"A_max_over_bound": at_most(1.0), "A_std_over_expected": _within(0.9, 1.1),
                 "A_distinct_rows": equal(), "B_zero": equal(), "dtypes": equal(), "refused": equal()}
 
 
