@@ -2,6 +2,7 @@
 
     python -m llmcourse.train --preset course-small --steps 3000 --out runs/small
     python -m llmcourse.train --preset course-small --device cuda --dtype bf16 --compile --out runs/small
+    python -m llmcourse.train --preset course-small --fast --compile --out runs/small      # the fast path
     torchrun --nproc_per_node 4 -m llmcourse.train --preset course-small --out runs/ddp
     python -m llmcourse.train --resume runs/small --steps 6000 --out runs/small
     python -m llmcourse.train --help
@@ -82,8 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("running")
     r.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: llmcourse.device.get_device())")
     r.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: the forward pass under torch.autocast in bfloat16 (CUDA only)")
-    r.add_argument("--compile", action="store_true", help="torch.compile the model")
+                   help="bf16: the forward pass under torch.autocast in bfloat16 (on a CUDA GPU that supports it, "
+                   "and on a CPU, where bfloat16 matrix units make it pay)")
+    r.add_argument("--fast", action="store_true", help="the fast path: model.use_fused_kernels() (PyTorch's fused "
+                   "LayerNorm, GELU and attention on the same weights) and AdamW's fused kernel")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model (with --fast: the fast path)")
     r.add_argument("--eval-interval", type=int, default=200, help="steps between validation losses (0: at the "
                    "end only)")
     r.add_argument("--eval-batches", type=int, help="at most this many validation batches per evaluation")
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     from llmcourse.data import entropy_floor, train_val_text
     from llmcourse.device import get_device
+    from llmcourse.fast import fused_optimizer, use_fused_kernels
 
     rank, world, local_rank = _distributed()
     device = get_device(args.device)
@@ -173,8 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
         model = GPT(preset(args.preset, **overrides))
     config = model.config
     model.use_torch_sdpa()
+    if args.fast:
+        use_fused_kernels(model)  # also a method of chapter 5a's GPT; this works for any GPT-2-named model
     model.to(device)
     optimizer = configure_optimizer(model, args.weight_decay, args.lr, betas=(0.9, args.beta2))
+    if args.fast:
+        optimizer = fused_optimizer(optimizer)
     state_generator = torch.Generator().manual_seed(args.seed)  # saved with the checkpoint
     start_step = 0
     if args.resume:
@@ -188,9 +197,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     if args.dtype == "bf16":
-        if device.type != "cuda":
-            log(f"--dtype bf16: autocast is for CUDA GPUs; running in float32 on {device}")
-        model = _Autocast(model, lambda: autocast(device))
+        if device.type == "cpu":
+            model = _Autocast(model, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        else:
+            if device.type != "cuda" or not torch.cuda.is_bf16_supported():
+                log(f"--dtype bf16: this {device} has no bfloat16 autocast; running in float32")
+            model = _Autocast(model, lambda: autocast(device))
 
     block = config.block_size
     log(f"{raw_model.num_params():,} parameters ({config.n_layer} layers, {config.n_head} heads, width "
@@ -248,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         "chars_per_token": len(train_text) / len(train_data), "val_chars_per_token": val_chars_per_token,
         "val_loss": history["val_loss"][-1] if history["val_loss"] else None,
         "val_nats_per_char": history["val_nats_per_char"][-1] if history["val_nats_per_char"] else None,
-        "entropy_floor": entropy_floor(), "world_size": world,
+        "entropy_floor": entropy_floor(), "world_size": world, "fast": args.fast, "compile": args.compile,
+        "dtype": args.dtype,
     }
     if main_process:
         log(f"{end_step - start_step} steps in {elapsed:.1f} s, {summary['tokens_per_second'] or 0:,.0f} tokens/s")

@@ -119,6 +119,13 @@ class GPT(nn.Module):
             block.attn.use_torch_sdpa = enabled
         return self
 
+    def use_fused_kernels(self, enabled: bool = True) -> GPT:
+        """PyTorch's fused LayerNorm, GELU and attention on this model's parameters, and a preallocated KV cache
+        in generate() (llmcourse/fast.py); enabled=False goes back to the plain path. Returns the model."""
+        from llmcourse.fast import use_fused_kernels
+
+        return use_fused_kernels(self, enabled)
+
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, dropout: float | None = None,
                         cache_dir: str | Path | None = None) -> GPT:
