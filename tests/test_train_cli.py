@@ -5,6 +5,7 @@ checkpoint the course ships."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -55,8 +56,8 @@ def max_diff(a: dict, b: dict) -> float:
 def test_help():
     done = train("--help")
     for flag in ("--preset", "--n-layer", "--batch-size", "--steps", "--lr", "--warmup", "--weight-decay",
-                 "--grad-clip", "--eval-interval", "--seed", "--device", "--compile", "--dtype", "--out", "--resume",
-                 "--data-chars", "--dropout", "--vocab-size"):
+                 "--grad-clip", "--eval-interval", "--seed", "--device", "--compile", "--fast", "--dtype", "--out",
+                 "--resume", "--data-chars", "--dropout", "--vocab-size"):
         assert flag in done.stdout
 
 
@@ -137,3 +138,31 @@ def test_the_shipped_checkpoint_loads_and_is_good(monkeypatch):
     val = torch.tensor(tokenizer.encode(val_text))
     nats_per_char = estimate_loss(model, val, model.config.block_size) * len(val) / len(val_text)
     assert entropy_floor() < nats_per_char < SHIPPED_VAL_BOUND
+
+
+def test_fast_path_trains_as_the_plain_path(tiny_run, tmp_path):
+    """--fast (fused kernels, fused AdamW) takes the plain run's steps, to float rounding."""
+    out, _ = tiny_run
+    train(*TINY, "--fast", "--out", tmp_path / "fast")
+    plain, fast = weights(out), weights(tmp_path / "fast")
+    keys_bias = [k for k in plain if k.endswith("c_attn.bias")]  # the keys' third gets no gradient (see test_fast)
+    for k in keys_bias:
+        C = plain[k].numel() // 3
+        plain[k], fast[k] = plain[k][torch.arange(3 * C) // C != 1], fast[k][torch.arange(3 * C) // C != 1]
+    assert max_diff(plain, fast) < 1e-4
+    log = json.loads((tmp_path / "fast" / "train_log.json").read_text())
+    assert log["summary"]["fast"] is True
+
+
+def test_compiled_bf16_fast_path_runs_on_a_cpu(tmp_path):
+    """--fast --compile --dtype bf16: torch.compile and bfloat16 autocast work on a CPU; the loss falls, and the
+    checkpoint (float32 weights) loads in Hugging Face's GPT-2."""
+    train(*TINY, "--fast", "--compile", "--dtype", "bf16", "--out", tmp_path / "compiled", timeout=300)
+    log = json.loads((tmp_path / "compiled" / "train_log.json").read_text())
+    assert log["summary"]["compile"] is True and log["summary"]["dtype"] == "bf16"
+    losses = log["history"]["train_loss"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    from transformers import GPT2LMHeadModel
+
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "compiled", local_files_only=True)
+    assert next(hf.parameters()).dtype == torch.float32
