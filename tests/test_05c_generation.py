@@ -6,6 +6,9 @@ The wrong answers are edits of the solution's own cells, so each differs from a 
 
 from __future__ import annotations
 
+import tempfile
+import warnings
+
 import pytest
 import torch
 from conftest import ROOT
@@ -98,7 +101,15 @@ def apply_repetition_penalty(logits, input_ids, penalty, attention_mask=None):
          "                next_ids = scores.argmax(dim=-1)")), {"test_generate_hidden"}),
     "generate that does not pad finished sequences": ("generate", edit(
         "generate", ("next_ids = torch.where(unfinished, next_ids, pad_token_id)  # finished rows get padding",
-                     "pass")), {"test_generate_hidden"}),
+                     "pass")), GENERATE),
+    "generate that stops as soon as one row has ended": ("generate", edit(
+        "generate", ("if not unfinished.any():", "if not unfinished.all():")), GENERATE),
+    "generate that samples from the whole vocabulary by default": ("generate", edit(
+        "generate", ("top_k: int | None = 50,", "top_k: int | None = None,")), GENERATE),
+    "generate that ignores the model's end-of-text token by default": ("generate", edit(
+        "generate", ("eos_token_id: int | None = MODEL_EOS,", "eos_token_id: int | None = None,")), GENERATE),
+    "generate that filters with top_k=0 (0 means no top-k)": ("generate", edit(
+        "generate", ("if top_k:", "if top_k is not None:")), GENERATE),
     "generate with repeat instead of repeat_interleave": ("generate", edit(
         "generate", ("ids = input_ids.repeat_interleave(num_return_sequences, dim=0)",
                      "ids = input_ids.repeat(num_return_sequences, 1)"),
@@ -137,8 +148,9 @@ def test_fallback_agrees_with_solution(monkeypatch):
     public = {n for n in vars(ours) if not n.startswith("_") and callable(getattr(ours, n))
               and getattr(getattr(ours, n), "__module__", None) == ours.__name__}
     assert public == {"top_k_filter", "top_p_filter", "apply_repetition_penalty", "block_repeated_ngrams", "KVCache",
-                      "attend_with_cache", "forward_with_cache", "generate"}
+                      "attend_with_cache", "forward_with_cache", "model_eos_token_id", "generate"}
     assert public <= set(vars(fallback))
+    assert repr(ours.MODEL_EOS) == repr(fallback.MODEL_EOS) == "MODEL_EOS"
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, 30, generator=gen) * 2
     ids = torch.randint(0, 5, (4, 12), generator=gen)
@@ -177,7 +189,9 @@ def test_fallback_agrees_with_solution(monkeypatch):
              dict(max_new_tokens=10, eos_token_id=int(ours.generate(model, idx, max_new_tokens=4)[0, -1])),
              dict(max_new_tokens=10, attention_mask=amask), dict(max_new_tokens=8, attention_mask=amask,
                                                                  do_sample=True, num_return_sequences=2, top_k=10,
-                                                                 top_p=0.9, temperature=0.8)]
+                                                                 top_p=0.9, temperature=0.8),
+             dict(max_new_tokens=8, do_sample=True, num_return_sequences=2), dict(max_new_tokens=8, eos_token_id=None),
+             dict(max_new_tokens=8, do_sample=True, top_k=None, eos_token_id=None, pad_token_id=3)]
     for kwargs in cases:
         torch.manual_seed(5)
         a = ours.generate(model, idx, **kwargs)
@@ -192,6 +206,14 @@ def test_fallback_agrees_with_solution(monkeypatch):
             impl.generate(model, idx, max_length=7)
         with pytest.raises(ValueError, match="num_return_sequences"):
             impl.generate(model, idx, max_new_tokens=2, num_return_sequences=2)
+        with pytest.raises(ValueError, match="eos_token_id"):
+            impl.generate(model, idx, max_new_tokens=2, eos_token_id=[1, 2])
+        assert impl.model_eos_token_id(model) == 60  # the last id of the vocabulary of 61
+        model.eos_token_id = 7  # a model that says which token ends its text
+        assert impl.model_eos_token_id(model) == 7
+        model.eos_token_id = None  # ... or that it has none
+        assert impl.model_eos_token_id(model) is None
+        del model.eos_token_id
 
 
 def test_gpt_generate_method_delegates(monkeypatch):
@@ -207,3 +229,133 @@ def test_gpt_generate_method_delegates(monkeypatch):
         inputs = torch.tensor([[1, 2, 3]])
         out = model.generate(inputs, max_length=20, num_return_sequences=1, no_repeat_ngram_size=2)
         assert torch.equal(out, generation.generate(model, inputs, max_length=20, no_repeat_ngram_size=2))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parity with Hugging Face's generate, defaults included (transformers' GPT2LMHeadModel on the same weights).
+# HF samples from torch's global generator, so each pair of calls starts from the same torch.manual_seed.
+
+PARITY_VOCAB = 120  # more than 50 tokens, so that the default top-k of 50 removes some
+PARITY_NEW = 14
+
+
+@pytest.fixture(scope="module")
+def parity():
+    """(our generate, a small random GPT that produces its end-of-text token, HF's twin of it, a (3, 5) prompt)."""
+    import os
+
+    from transformers import GPT2LMHeadModel
+
+    from llmcourse.chapters import reload_all
+
+    old = os.environ.get("LLMCOURSE_SOURCE")
+    os.environ["LLMCOURSE_SOURCE"] = "solutions"
+    try:
+        reload_all()
+        from llmcourse.chapters.generation import generate
+        from llmcourse.chapters.gpt import GPT
+        from llmcourse.chapters.multi_head_attention import GPTConfig
+    finally:
+        if old is None:
+            os.environ.pop("LLMCOURSE_SOURCE", None)
+        else:
+            os.environ["LLMCOURSE_SOURCE"] = old
+    model = _random_gpt(GPT, GPTConfig, seed=11, vocab_size=PARITY_VOCAB)
+    eos = PARITY_VOCAB - 1
+    prompt = torch.randint(0, eos, (3, 5), generator=torch.Generator().manual_seed(11))
+    # rename the token that row 0 produces third (greedy) as the last id, the end-of-text token: the same model, with
+    # two tokens swapped (the tied embedding is also the output layer), now ends row 0 early (by its 3rd new token)
+    third = int(generate(model, prompt, max_new_tokens=3, eos_token_id=None)[0, -1])
+    assert third not in prompt and eos not in prompt
+    with torch.no_grad():
+        emb = model.transformer.wte.weight
+        emb[[third, eos]] = emb[[eos, third]]
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        hf = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True).eval()
+    return generate, model, hf, prompt
+
+
+def _hf_generate(hf, ids, **kwargs):
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "Setting pad_token_id to eos_token_id", the missing attention mask
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return hf.generate(ids, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _both(parity, ids, seed=0, **kwargs):
+    generate, model, hf, _ = parity
+    torch.manual_seed(seed)
+    ours = generate(model, ids, **kwargs)
+    torch.manual_seed(seed)
+    theirs = _hf_generate(hf, ids, **kwargs)
+    return ours, theirs
+
+
+PARITY_CASES = {
+    "greedy": dict(),
+    "sampling with the defaults only (top_k=50 implied)": dict(do_sample=True),
+    "top_k alone": dict(do_sample=True, top_k=7),
+    "top_p alone (with the default top_k)": dict(do_sample=True, top_p=0.8),
+    "temperature alone": dict(do_sample=True, temperature=1.8),
+    "repetition_penalty alone, sampled": dict(do_sample=True, repetition_penalty=1.6),
+    "repetition_penalty alone, greedy": dict(repetition_penalty=1.6),
+    "no_repeat_ngram_size alone, sampled": dict(do_sample=True, no_repeat_ngram_size=2),
+    "no_repeat_ngram_size alone, greedy": dict(no_repeat_ngram_size=1),
+    "combined": dict(do_sample=True, temperature=1.3, top_k=30, top_p=0.9, repetition_penalty=1.2,
+                     no_repeat_ngram_size=2),
+    "top_k=0": dict(do_sample=True, top_k=0),
+    "top_k=None": dict(do_sample=True, top_k=None, temperature=1.5),
+    "num_return_sequences=3": dict(do_sample=True, num_return_sequences=3),
+    "eos_token_id=None, greedy": dict(eos_token_id=None),
+    "eos_token_id=None, sampled": dict(do_sample=True, eos_token_id=None, top_k=0),
+    "another eos_token_id and pad_token_id": dict(do_sample=True, eos_token_id=3, pad_token_id=0),
+}
+
+
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+@pytest.mark.parametrize("padded", [False, True], ids=["same length", "left-padded"])
+def test_generate_equals_hf_generate(parity, case, padded):
+    prompt = parity[3]
+    kwargs = dict(max_new_tokens=PARITY_NEW) | PARITY_CASES[case]
+    if padded:  # rows 1 and 2 left-padded by 2 and 4 positions (with token 0)
+        mask = (torch.arange(5)[None, :] >= torch.tensor([0, 2, 4])[:, None]).long()
+        prompt, kwargs = prompt.masked_fill(mask == 0, 0), kwargs | dict(attention_mask=mask)
+    for seed in (0, 1):
+        ours, theirs = _both(parity, prompt, seed=seed, **kwargs)
+        assert ours.shape == theirs.shape and torch.equal(ours, theirs), f"{case}, seed {seed}:\n{ours}\n{theirs}"
+
+
+def test_default_top_k_is_50_as_in_hf(parity):
+    """Sampling with the defaults draws only from the 50 most likely tokens, in ours and in HF's; top_k=0 or None
+    draws from all of them (so the default is not vacuous for this model)."""
+    generate, model, hf, prompt = parity
+    with torch.no_grad():
+        top50 = model(prompt[:1])[0][0, -1].topk(50).indices
+    one = prompt[:1].expand(2000, -1)
+    for kwargs, inside in [(dict(), True), (dict(top_k=0), False), (dict(top_k=None), False)]:
+        for draws in _both(parity, one, seed=3, max_new_tokens=1, do_sample=True, **kwargs):
+            assert bool(torch.isin(draws[:, -1], top50).all()) == inside, kwargs
+
+
+def test_model_eos_ends_rows_as_in_hf(parity):
+    """By default the model's end-of-text token (its last id) ends a row: padded with it from then on, and the
+    output is shorter than asked once every row has ended; eos_token_id=None generates every token."""
+    generate, model, hf, prompt = parity
+    eos, T = PARITY_VOCAB - 1, prompt.size(1)
+    ours, theirs = _both(parity, prompt, max_new_tokens=PARITY_NEW)
+    assert torch.equal(ours, theirs)
+    end = int((ours[0] == eos).long().argmax())  # where row 0 produced the end-of-text token
+    assert T <= end < T + 3 and bool((ours[0, end:] == eos).all()), f"row 0 should end early, padded: {ours[0]}"
+    assert ours.shape == (3, T + PARITY_NEW) and not bool((ours[1:] == eos).any()), "the other rows go on"
+    ours, theirs = _both(parity, prompt[:1], max_new_tokens=PARITY_NEW)
+    assert torch.equal(ours, theirs) and ours.shape == (1, end + 1), "one row that ends: generation stops there"
+    ours, theirs = _both(parity, prompt[:1], max_new_tokens=PARITY_NEW, eos_token_id=None)
+    assert torch.equal(ours, theirs) and ours.shape == (1, T + PARITY_NEW), "eos_token_id=None: no early end"
+    assert ours[0, end] == eos and bool((ours[0, end + 1:] != eos).any()), "it goes on after the end-of-text token"

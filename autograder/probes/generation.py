@@ -6,7 +6,9 @@ from a seeded generator, so both sides hold the same model. Greedy tokens and to
 ``torch.manual_seed`` are compared exactly with the reference (Hugging Face's ``generate`` on the same weights);
 sampling with a ``generator`` draws a stream of its own in each implementation, so there the checks are the
 notebook's: the same seed gives the same tokens, and the frequencies of 20,000 draws match the processed
-distribution within a Hoeffding bound.
+distribution within a Hoeffding bound. Hugging Face's defaults are checked as the notebook checks them: sampling
+keeps the 50 most likely tokens unless ``top_k`` is 0 or None, and the model's end-of-text token (its last id) ends
+a row, unless ``eos_token_id`` is None.
 
 Cached attention runs on chapter 4a's math (:func:`_textbook_sdpa`, whose row with no key is ``nan``), as in the
 instructor's notebook: ``F.scaled_dot_product_attention`` returns 0 for such a row and would hide a padding
@@ -15,6 +17,7 @@ position that reads nothing.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -268,18 +271,33 @@ def _cache_hidden_compare():
 def generate_visible(m):
     net = _random_gpt(1)
     prompt = torch.tensor([[5, 17, 3], [40, 2, 2]])
+    ends = torch.tensor([[85, 33, 76]])  # net's greedy text after it reaches 96, the last id, at the 4th new token
+    top50 = net(prompt[:1])[0][0, -1].topk(50).indices
+
+    def next_tokens(**kwargs):  # 2,000 draws of the token after prompt 0
+        return m.generate(net, prompt[:1], max_new_tokens=1, do_sample=True, num_return_sequences=2000,
+                          generator=_gen(1), **kwargs)[:, -1]
+
     with _textbook_attention(m):
         out = {"greedy": m.generate(net, prompt, max_new_tokens=10),
                "max_length": m.generate(net, prompt, max_length=13),
                "no_cache": m.generate(net, prompt, max_new_tokens=10, use_cache=False)}
         a, b = (m.generate(net, prompt, max_new_tokens=8, do_sample=True, num_return_sequences=3,
                            generator=_gen(0)) for _ in range(2))
-    out.update(sample_shape=list(a.shape), same_seed_same_tokens=bool(torch.equal(a, b)), sample_prompts=a[:3, :3])
+        out.update(sample_shape=list(a.shape), same_seed_same_tokens=bool(torch.equal(a, b)),
+                   sample_prompts=a[:3, :3])
+        out["default_draws_in_top50"] = bool(torch.isin(next_tokens(), top50).all())
+        out["top_k0_draws_beyond_top50"] = not bool(torch.isin(next_tokens(top_k=0), top50).all())
+        out["eos_none"] = m.generate(net, ends, max_new_tokens=10, eos_token_id=None)
+        out["eos_one_row"] = m.generate(net, ends, max_new_tokens=10)
+        out["eos_batch"] = m.generate(net, torch.cat([ends, prompt[:1]]), max_new_tokens=10)
     return out
 
 
 _VISIBLE_COMPARE = {"greedy": _ids(), "max_length": _ids(), "no_cache": _ids(), "sample_shape": equal(),
-                    "same_seed_same_tokens": equal(), "sample_prompts": _ids()}
+                    "same_seed_same_tokens": equal(), "sample_prompts": _ids(), "default_draws_in_top50": equal(),
+                    "top_k0_draws_beyond_top50": equal(), "eos_none": _ids(), "eos_one_row": _ids(),
+                    "eos_batch": _ids()}
 
 
 def _hidden_setup():
@@ -314,14 +332,25 @@ def generate_hidden_greedy(m):
 def generate_hidden_eos(m):
     net, prompt, _, _ = _hidden_setup()
     idx = prompt
-    for _ in range(3):  # the model's own greedy loop: a token that row 0 produces (the notebook's greedy[0, 8])
+    for _ in range(3):  # the model's own greedy loop: tokens that row 0 produces (the notebook's greedy[0, 7:9])
         idx = torch.cat([idx, net(idx)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
     eos = int(idx[0, 8])
+    # the notebook's model that produces its end-of-text token: net with 96 (the last id) and the token row 0
+    # produces second swapped (the prompt has neither)
+    ending = copy.deepcopy(net)
+    embedding = ending.transformer.wte.weight  # also the output layer's weight (tied)
+    embedding[[int(idx[0, 7]), 96]] = embedding[[96, int(idx[0, 7])]]
     out = {}
     with _textbook_attention(m):
         out |= _both(m, net, prompt, "eos_pad0", max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
         out |= _both(m, net, prompt, "eos_pad_default", max_new_tokens=12, eos_token_id=eos)
         out |= _both(m, net, prompt[:1], "eos_one_row", max_new_tokens=12, eos_token_id=eos)
+        out |= _both(m, ending, prompt, "model_eos", max_new_tokens=12)
+        out |= _both(m, ending, prompt, "model_eos_pad0", max_new_tokens=12, pad_token_id=0)
+        out |= _both(m, ending, prompt, "model_eos_none", max_new_tokens=12, eos_token_id=None)
+        out |= _both(m, ending, prompt, "model_eos_ngram2", max_new_tokens=12, no_repeat_ngram_size=2)
+        torch.manual_seed(11)  # HF samples from torch's global generator
+        out["model_eos_sampled"] = m.generate(ending, prompt, max_new_tokens=12, do_sample=True, num_return_sequences=2)
     return out
 
 
@@ -341,7 +370,7 @@ def generate_hidden_sampling(m):
     out = {}
     with _textbook_attention(m):
         for name, kwargs in [("plain", dict()), ("temperature0.6", dict(temperature=0.6)), ("top_k8", dict(top_k=8)),
-                             ("top_p0.7", dict(top_p=0.7)),
+                             ("top_k0", dict(top_k=0)), ("top_kNone", dict(top_k=None)), ("top_p0.7", dict(top_p=0.7)),
                              ("all", dict(temperature=1.4, top_k=20, top_p=0.9, repetition_penalty=1.2,
                                           no_repeat_ngram_size=2))]:
             settings = dict(max_new_tokens=10, do_sample=True, num_return_sequences=3, attention_mask=mask) | kwargs

@@ -2,7 +2,9 @@
 
 The logits processors are Hugging Face's own (``transformers.generation.logits_process``); the cached attention runs
 on ``F.scaled_dot_product_attention``; ``generate`` copies the GPT's weights into a ``transformers``
-``GPT2LMHeadModel`` (layout converted by :mod:`llmcourse.hf`) and calls its ``generate``. Nothing is downloaded.
+``GPT2LMHeadModel`` (layout converted by :mod:`llmcourse.hf`) and calls its ``generate`` with every argument given
+explicitly, Hugging Face's defaults included (top_k=50 when sampling; the model's end-of-text token, the last id of its
+vocabulary, ends a row). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from llmcourse.fallbacks.multi_head_attention import merge_heads, split_heads  #
 from llmcourse.hf import gpt2_config, our_state_dict_to_hf
 
 __all__ = ["top_k_filter", "top_p_filter", "apply_repetition_penalty", "block_repeated_ngrams", "KVCache",
-           "attend_with_cache", "forward_with_cache", "generate"]
+           "attend_with_cache", "forward_with_cache", "MODEL_EOS", "model_eos_token_id", "generate"]
 
 
 def _processors():
@@ -102,6 +104,24 @@ def forward_with_cache(model: nn.Module, idx: torch.Tensor, cache: KVCache | Non
     return model.lm_head(t.ln_f(x))
 
 
+class _ModelEos:
+    """The type of MODEL_EOS, which prints as its name."""
+
+    def __repr__(self) -> str:
+        return "MODEL_EOS"
+
+
+MODEL_EOS = _ModelEos()  # generate's default eos_token_id: the model's own end-of-text token (None means none)
+
+
+def model_eos_token_id(model: nn.Module) -> int | None:
+    """The model's ``eos_token_id`` attribute if it has one, else the last id of its vocabulary (GPT-2's and the
+    course tokenizer's ``<|endoftext|>``, and the ``eos_token_id`` that ``save_pretrained`` writes)."""
+    if hasattr(model, "eos_token_id"):
+        return model.eos_token_id
+    return model.config.vocab_size - 1
+
+
 def _hf_model(model: nn.Module):
     from transformers import GPT2LMHeadModel
 
@@ -109,7 +129,7 @@ def _hf_model(model: nn.Module):
         hf = GPT2LMHeadModel(gpt2_config(model.config))  # ties lm_head.weight to transformer.wte.weight
     ours = our_state_dict_to_hf({name: p.detach() for name, p in model.named_parameters()})
     hf.load_state_dict({key: value for key, value in ours.items() if key in hf.state_dict()}, strict=False)
-    hf.generation_config.eos_token_id = None
+    hf.generation_config.eos_token_id = None  # generate passes the end-of-text id in use explicitly
     hf.generation_config.bos_token_id = None
     return hf.to(next(model.parameters()).device).eval()
 
@@ -117,11 +137,12 @@ def _hf_model(model: nn.Module):
 @torch.no_grad()
 def generate(model: nn.Module, input_ids: torch.Tensor, *, max_length: int | None = None,
              max_new_tokens: int | None = None, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, no_repeat_ngram_size: int = 0,
-             repetition_penalty: float = 1.0, num_return_sequences: int = 1, eos_token_id: int | None = None,
+             top_k: int | None = 50, top_p: float | None = None, no_repeat_ngram_size: int = 0,
+             repetition_penalty: float = 1.0, num_return_sequences: int = 1, eos_token_id: int | None = MODEL_EOS,
              pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None, use_cache: bool = True,
              generator: torch.Generator | None = None) -> torch.Tensor:
-    """``GPT2LMHeadModel.generate`` on a copy of the model's weights, with the chapter's argument checks."""
+    """``GPT2LMHeadModel.generate`` on a copy of the model's weights, with the chapter's argument checks and
+    Hugging Face's defaults (``top_k=50``; ``eos_token_id``: the model's end-of-text token, None for none)."""
     from transformers.utils import logging as hf_logging
 
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype.is_floating_point:
@@ -156,6 +177,10 @@ def generate(model: nn.Module, input_ids: torch.Tensor, *, max_length: int | Non
         raise ValueError(f"num_return_sequences={num_return_sequences}: needs to be >= 1, and > 1 needs do_sample")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask should have the shape of input_ids, {(B, T)}")
+    if eos_token_id is MODEL_EOS:
+        eos_token_id = model_eos_token_id(model)
+    if eos_token_id is not None and not isinstance(eos_token_id, int):
+        raise ValueError(f"eos_token_id should be one token id (an int), None or MODEL_EOS, got {eos_token_id!r}")
 
     hf = _hf_model(model)
     pad = eos_token_id if pad_token_id is None else pad_token_id
