@@ -109,12 +109,41 @@ def fused_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
 
 
 class _StaticKV:
-    """Keys and values of every layer in buffers (L, B, nh, capacity, hs), allocated once, filled in place."""
+    """Keys and values of every layer in buffers (L, B, nh, capacity, hs), allocated once, filled in place, and
+    the model's weights per layer when every layer is the fast path's (then a step calls no module at all)."""
 
-    def __init__(self, L: int, B: int, nh: int, capacity: int, hs: int, like: torch.Tensor):
-        self.k = like.new_empty(L, B, nh, capacity, hs)
-        self.v = like.new_empty(L, B, nh, capacity, hs)
+    def __init__(self, model: nn.Module, B: int, like: torch.Tensor):
+        t = model.transformer
+        first = t.h[0].attn
+        self.nh, self.C = first.n_head, first.n_embd
+        hs = self.C // self.nh
+        L, capacity = len(t.h), model.config.block_size
+        self.k = like.new_empty(L, B, self.nh, capacity, hs)
+        self.v = like.new_empty(L, B, self.nh, capacity, hs)
         self.length = 0
+        self.weights = _raw_weights(model, self.k, self.v)
+
+
+def _raw_weights(model: nn.Module, k_buffers: torch.Tensor, v_buffers: torch.Tensor) -> list[tuple] | None:
+    """Per layer: (ln_1, c_attn, c_proj, ln_2, c_fc, mlp c_proj, k buffer, v buffer) as tensors, or None when a
+    layer is not exactly the fast path's (e.g. chapter 6c's LoRA wraps c_attn): then the modules are called."""
+    t = model.transformer
+    if model.training or not isinstance(t.ln_f, FusedLayerNorm):
+        return None
+    layers = []
+    for i, block in enumerate(t.h):
+        attn, mlp = block.attn, block.mlp
+        linears = (attn.c_attn, attn.c_proj, mlp.c_fc if isinstance(mlp, FusedMLP) else None,
+                   mlp.c_proj if isinstance(mlp, FusedMLP) else None)
+        if not (isinstance(block.ln_1, FusedLayerNorm) and isinstance(block.ln_2, FusedLayerNorm)
+                and all(type(layer) is nn.Linear for layer in linears)):
+            return None
+        layers.append(((block.ln_1.weight, block.ln_1.bias, block.ln_1.eps),
+                       (attn.c_attn.weight, attn.c_attn.bias), (attn.c_proj.weight, attn.c_proj.bias),
+                       (block.ln_2.weight, block.ln_2.bias, block.ln_2.eps),
+                       (mlp.c_fc.weight, mlp.c_fc.bias), (mlp.c_proj.weight, mlp.c_proj.bias),
+                       k_buffers[i], v_buffers[i]))
+    return layers
 
 
 def forward_with_static_cache(model: nn.Module, idx: torch.Tensor, cache=None,
@@ -125,42 +154,57 @@ def forward_with_static_cache(model: nn.Module, idx: torch.Tensor, cache=None,
     allocated at the first call and written in place; ``cache.layers[l]`` are views of the filled part, so
     ``len(cache)`` and code that reads the cache see what the plain path would give them. Same masking rules as
     ``attend_with_cache``: causal, left padding (attention_mask 0) never read, a padding position reads itself.
+    In eval mode, with every layer the fast path's, a step reads the weights directly and calls no module (one
+    token at a time, the calls' own overhead is a large part of the time); otherwise it calls the modules.
     """
     t = model.transformer
     B, T = idx.shape
-    first = model.transformer.h[0].attn
-    nh = first.n_head
-    C = first.n_embd
-    hs = C // nh
     static = None if cache is None else getattr(cache, "static", None)
     if static is None or static.k.size(1) != B:
         if cache is not None and len(cache):
             raise ValueError("forward_with_static_cache: the cache was filled by the plain path; use one path per "
                              "generation")
-        static = _StaticKV(len(t.h), B, nh, model.config.block_size, hs, t.wte.weight)
+        static = _StaticKV(model, B, t.wte.weight)
         if cache is not None:
             cache.static = static
+    nh, C = static.nh, static.C
+    hs = C // nh
     T_past = static.length
     S = T_past + T
     if attention_mask is None:
         pos = torch.arange(T_past, S, device=idx.device)  # (T,)
     else:
         pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, T_past:]  # (B, T)
-    x = t.drop(t.wte(idx) + t.wpe(pos))  # (B, T, C)
     mask, causal = _mask(T_past, T, attention_mask, idx.device)
-    for layer, block in enumerate(t.h):
-        attn = block.attn
-        q, k, v = attn.c_attn(block.ln_1(x)).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
-        keys, values = static.k[layer, :, :, :S], static.v[layer, :, :, :S]  # (B, nh, S, hs): views
-        keys[:, :, T_past:].copy_(k)
-        values[:, :, T_past:].copy_(v)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
-        x = x + attn.resid_dropout(attn.c_proj(y.transpose(1, 2).reshape(B, T, C)))
-        x = x + block.mlp(block.ln_2(x))
-        if cache is not None:
-            cache.layers[layer] = (keys, values)
+    if static.weights is not None:  # eval mode, every layer the fast path's: no module calls, no dropout
+        x = F.embedding(idx, t.wte.weight) + F.embedding(pos, t.wpe.weight)  # (B, T, C)
+        for ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, k_buf, v_buf in static.weights:
+            h = F.layer_norm(x, (C,), *ln_1)
+            q, k, v = F.linear(h, *c_attn).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
+            keys, values = k_buf[:, :, :S], v_buf[:, :, :S]  # (B, nh, S, hs): views of the buffers
+            keys[:, :, T_past:].copy_(k)
+            values[:, :, T_past:].copy_(v)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)
+            x = x + F.linear(y.transpose(1, 2).reshape(B, T, C), *c_proj)
+            h = F.layer_norm(x, (C,), *ln_2)
+            x = x + F.linear(F.gelu(F.linear(h, *c_fc), approximate="tanh"), *mlp_proj)
+        logits = F.linear(t.ln_f(x), model.lm_head.weight, model.lm_head.bias)
+    else:
+        x = t.drop(t.wte(idx) + t.wpe(pos))  # (B, T, C)
+        for layer, block in enumerate(t.h):
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(x)).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hs)
+            keys, values = static.k[layer, :, :, :S], static.v[layer, :, :, :S]  # (B, nh, S, hs): views
+            keys[:, :, T_past:].copy_(k)
+            values[:, :, T_past:].copy_(v)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal)  # (B, nh, T, hs)
+            x = x + attn.resid_dropout(attn.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+            x = x + block.mlp(block.ln_2(x))
+        logits = model.lm_head(t.ln_f(x))  # (B, T, V)
     static.length = S
-    return model.lm_head(t.ln_f(x))  # (B, T, V)
+    if cache is not None:
+        cache.layers = [(static.k[i, :, :, :S], static.v[i, :, :, :S]) for i in range(len(t.h))]
+    return logits
 
 
 def _mask(T_past: int, T: int, key_mask: torch.Tensor | None, device) -> tuple[torch.Tensor | None, bool]:

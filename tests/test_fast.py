@@ -152,3 +152,41 @@ def test_unknown_mlp_is_refused_clearly(chapters):
     model.transformer.h[0].mlp = nn.Sequential(nn.Linear(64, 64))
     with pytest.raises(TypeError, match="c_fc"):
         model.use_fused_kernels()
+
+
+class _Wrapped(nn.Module):
+    """A layer around c_attn, as chapter 6c's LoRA puts one: the fast path must call it, not read its weight."""
+
+    def __init__(self, inner: nn.Linear):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x) * 1.5
+
+
+def test_generation_goes_through_the_static_cache_and_calls_wrapped_layers(monkeypatch):
+    monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
+    import llmcourse.fast as fast_module
+    from llmcourse.chapters import reload_all
+
+    reload_all()
+    gpt, generation = (importlib.import_module(f"llmcourse.chapters.{m}") for m in ("gpt", "generation"))
+    calls = []
+    real = fast_module.forward_with_static_cache
+    monkeypatch.setattr(fast_module, "forward_with_static_cache", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain, fast = _pair(gpt)
+    for model in (plain, fast):
+        model.transformer.h[1].attn.c_attn = _Wrapped(model.transformer.h[1].attn.c_attn)
+    prompt = torch.randint(97, (2, 6), generator=torch.Generator().manual_seed(6))
+    out_p = generation.generate(plain, prompt, max_new_tokens=25, eos_token_id=None)
+    out_f = generation.generate(fast, prompt, max_new_tokens=25, eos_token_id=None)
+    assert len(calls) == 25  # the prompt, then one call per new token but the last
+    assert torch.equal(out_f, out_p)
+    cache = generation.KVCache(fast.config.n_layer)
+    real(fast.eval(), prompt, cache)
+    assert cache.static.weights is None  # a wrapped layer: the modules are called
+    fast.transformer.h[1].attn.c_attn = fast.transformer.h[1].attn.c_attn.inner
+    cache = generation.KVCache(fast.config.n_layer)
+    real(fast, prompt, cache)
+    assert cache.static.weights is not None  # every layer the fast path's: the weights are read directly
