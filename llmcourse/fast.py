@@ -56,12 +56,12 @@ class FusedMLP(nn.Module):
 
 
 def _swaps(model: nn.Module):
-    """(parent module, attribute name, module) for every LayerNorm and MLP of a GPT."""
+    """(path, parent module, attribute name, module) for every LayerNorm and MLP of a GPT."""
     t = model.transformer
-    yield t, "ln_f", t.ln_f
-    for block in t.h:
+    yield "ln_f", t, "ln_f", t.ln_f
+    for i, block in enumerate(t.h):
         for name in ("ln_1", "ln_2", "mlp"):
-            yield block, name, getattr(block, name)
+            yield f"h.{i}.{name}", block, name, getattr(block, name)
 
 
 def use_fused_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
@@ -71,7 +71,7 @@ def use_fused_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
     """
     plain = model.__dict__.setdefault("_plain_modules", {})  # kept outside the module tree: not in state_dict
     if enabled and not getattr(model, "fused_kernels", False):
-        for parent, name, module in list(_swaps(model)):
+        for path, parent, name, module in list(_swaps(model)):
             if name == "mlp":
                 for layer in ("c_fc", "c_proj"):
                     if not hasattr(module, layer):
@@ -82,11 +82,11 @@ def use_fused_kernels(model: nn.Module, enabled: bool = True) -> nn.Module:
                 if not isinstance(getattr(module, "weight", None), nn.Parameter):
                     raise TypeError(f"use_fused_kernels: {name} ({type(module).__name__}) has no weight Parameter")
                 fused = FusedLayerNorm(module)
-            plain[(id(parent), name)] = module
+            plain[path] = module
             setattr(parent, name, fused)
     elif not enabled and getattr(model, "fused_kernels", False):
-        for parent, name, _module in list(_swaps(model)):
-            setattr(parent, name, plain.pop((id(parent), name)))
+        for path, parent, name, _module in list(_swaps(model)):
+            setattr(parent, name, plain.pop(path))
     for block in model.transformer.h:
         block.attn.use_torch_sdpa = enabled
     model.fused_kernels = enabled

@@ -190,3 +190,15 @@ def test_generation_goes_through_the_static_cache_and_calls_wrapped_layers(monke
     cache = generation.KVCache(fast.config.n_layer)
     real(fast, prompt, cache)
     assert cache.static.weights is not None  # every layer the fast path's: the weights are read directly
+
+
+def test_a_copy_of_a_fast_model_switches_back(chapters):
+    """deepcopy (as the benchmarks and chapter 6's fine-tuning do) keeps both paths working on the copy's weights."""
+    gpt, _ = chapters
+    plain, fast = _pair(gpt)
+    twin = copy.deepcopy(fast).use_fused_kernels(False)
+    assert all(type(b.mlp) is type(p.mlp) for b, p in zip(twin.transformer.h, plain.transformer.h))
+    assert twin.transformer.h[0].ln_1.weight is dict(twin.named_parameters())["transformer.h.0.ln_1.weight"]
+    assert twin.transformer.h[0].ln_1.weight is not fast.transformer.h[0].ln_1.weight
+    x = torch.randint(97, (2, 20))
+    torch.testing.assert_close(twin(x)[0], plain(x)[0])
