@@ -23,6 +23,25 @@ def clean_llmcourse_env(monkeypatch):
     reload_all()
 
 
+def import_from_solutions(*names: str) -> list:
+    """Chapter modules (``llmcourse.chapters.<name>``) imported from solutions/, for module-scoped fixtures: the
+    environment is restored at once, and the modules keep working after the next test's ``reload_all``."""
+    import importlib
+
+    from llmcourse.chapters import reload_all
+
+    old = os.environ.get("LLMCOURSE_SOURCE")
+    os.environ["LLMCOURSE_SOURCE"] = "solutions"
+    try:
+        reload_all()
+        return [importlib.import_module(f"llmcourse.chapters.{name}") for name in names]
+    finally:
+        if old is None:
+            os.environ.pop("LLMCOURSE_SOURCE", None)
+        else:
+            os.environ["LLMCOURSE_SOURCE"] = old
+
+
 @pytest.fixture
 def fallback_gpt(monkeypatch):
     """Every chapter on its public fallback (``LLMCOURSE_FALLBACK=all``); chapter 5a's ``GPT`` and ``GPTConfig``."""

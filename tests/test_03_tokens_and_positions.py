@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, import_from_solutions
 from notebook_harness import wrong_answer_tests
 
 CHAPTER = "03_tokens_and_positions"
@@ -334,20 +334,7 @@ def training_text() -> str:
 @pytest.fixture(scope="module")
 def chapter():
     """The solution's chapter module, imported once from solutions/ (the environment is restored at once)."""
-    import os
-
-    from llmcourse.chapters import reload_all
-
-    old = os.environ.get("LLMCOURSE_SOURCE")
-    os.environ["LLMCOURSE_SOURCE"] = "solutions"
-    try:
-        reload_all()
-        from llmcourse.chapters import tokens_and_positions
-    finally:
-        if old is None:
-            os.environ.pop("LLMCOURSE_SOURCE", None)
-        else:
-            os.environ["LLMCOURSE_SOURCE"] = old
+    (tokens_and_positions,) = import_from_solutions("tokens_and_positions")
     return tokens_and_positions
 
 

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, import_from_solutions
 from notebook_harness import solution_editor, wrong_answer_tests
 
 CHAPTER = "05c_generation"
@@ -242,24 +242,10 @@ PARITY_NEW = 14
 @pytest.fixture(scope="module")
 def parity():
     """(our generate, a small random GPT that produces its end-of-text token, HF's twin of it, a (3, 5) prompt)."""
-    import os
-
     from transformers import GPT2LMHeadModel
 
-    from llmcourse.chapters import reload_all
-
-    old = os.environ.get("LLMCOURSE_SOURCE")
-    os.environ["LLMCOURSE_SOURCE"] = "solutions"
-    try:
-        reload_all()
-        from llmcourse.chapters.generation import generate
-        from llmcourse.chapters.gpt import GPT
-        from llmcourse.chapters.multi_head_attention import GPTConfig
-    finally:
-        if old is None:
-            os.environ.pop("LLMCOURSE_SOURCE", None)
-        else:
-            os.environ["LLMCOURSE_SOURCE"] = old
+    generation, gpt, mha = import_from_solutions("generation", "gpt", "multi_head_attention")
+    generate, GPT, GPTConfig = generation.generate, gpt.GPT, mha.GPTConfig
     model = _random_gpt(GPT, GPTConfig, seed=11, vocab_size=PARITY_VOCAB)
     eos = PARITY_VOCAB - 1
     prompt = torch.randint(0, eos, (3, 5), generator=torch.Generator().manual_seed(11))
