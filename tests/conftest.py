@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers (notebook_harness)
@@ -40,6 +41,16 @@ def import_from_solutions(*names: str) -> list:
             os.environ.pop("LLMCOURSE_SOURCE", None)
         else:
             os.environ["LLMCOURSE_SOURCE"] = old
+
+
+def without_key_bias(name: str, tensor):
+    """``tensor`` without the keys' third of an attention's ``c_attn.bias`` (other parameters unchanged), for
+    comparing two training runs: that bias gets no gradient (it adds one constant to a row of scores, which softmax
+    ignores), so AdamW turns its float rounding noise into full-size steps that differ from run to run."""
+    if not name.endswith("c_attn.bias"):
+        return tensor
+    C = tensor.numel() // 3
+    return tensor[torch.arange(3 * C) // C != 1]
 
 
 @pytest.fixture
