@@ -29,7 +29,7 @@ def run_nbgrader(args: list[str], root: Path = COURSE_ROOT, timeout: float | Non
 
     root = Path(root).resolve()
     cmd = [
-        sys.executable, "-m", "nbgrader", *args,
+        sys.executable, "-m", "autograder.nbgrader_main", *args,
         f"--CourseDirectory.root={root}",
         f"--CourseDirectory.db_url=sqlite:///{CourseLayout(root).gradebook}",
     ]
