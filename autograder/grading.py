@@ -255,7 +255,8 @@ class NotebookRun:
         if sandbox.uid is not None:
             os.chown(ws.submitted.parent, sandbox.uid, sandbox.uid)
         shutil.rmtree(ws.chapter_dir)
-        args = [sys.executable, "-m", "nbgrader", "autograde", ws.chapter, "--student", ws.student, "--force",
+        args = [sys.executable, "-m", "autograder.nbgrader_main", "autograde", ws.chapter, "--student", ws.student,
+                "--force",
                 f"--CourseDirectory.root={ws.job}", f"--CourseDirectory.db_url=sqlite:///{ws.course.gradebook}",
                 f"--Execute.timeout={s.cell_timeout}", f"--CappedExecute.max_output_bytes={s.max_output_bytes}"]
         if not s.insecure:
@@ -413,21 +414,31 @@ class Grader:
         return self.layout.students()
 
     # ----------------------------------------------------------------------------------------------------------
-    def prepare(self, chapters: list[str], run_folder: RunFolder) -> None:
-        """Once per batch: the sandbox works, a gradebook of every chapter to grade, each chapter's reference."""
+    def prepare(self, chapters: list[str], run_folder: RunFolder, workers: int = 1) -> None:
+        """Once per batch: the sandbox works, a gradebook of every chapter to grade, each chapter's reference.
+
+        The references (one process per chapter) are computed ``workers`` at a time while nbgrader adds the
+        chapters to the gradebook one after the other (one gradebook, one writer)."""
         self.sandboxes.check()
         self.run_folder = run_folder
         staging = run_folder.path / "staging"
         CourseLayout(staging).grading.mkdir(parents=True)
-        for chapter in chapters:
-            shutil.copytree(self.sources[chapter].parent, staging / "solutions" / chapter)
-            run_nbgrader(["generate_assignment", chapter, "--force"], root=staging)
-            module = registry.module_name(chapter)
-            if chapter_probes(module):
-                try:
-                    self.references[chapter] = compute_reference(module, run_folder.path / f"reference-{chapter}")
-                except GraderError as err:
-                    raise CommandError(str(err)) from None
+        probed = [c for c in chapters if chapter_probes(registry.module_name(c))]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            references = {c: pool.submit(compute_reference, registry.module_name(c),
+                                         run_folder.path / f"reference-{c}") for c in probed}
+            try:
+                for chapter in chapters:
+                    shutil.copytree(self.sources[chapter].parent, staging / "solutions" / chapter)
+                    run_nbgrader(["generate_assignment", chapter, "--force"], root=staging)
+                for chapter, future in references.items():
+                    try:
+                        self.references[chapter] = future.result()
+                    except GraderError as err:
+                        raise CommandError(str(err)) from None
+            finally:
+                for future in references.values():
+                    future.cancel()
         self._staging = staging
 
     # ----------------------------------------------------------------------------------------------------------
@@ -520,7 +531,7 @@ class Grader:
         if not jobs:
             return []
         with RunFolder(self.layout, run_name) as folder:
-            self.prepare(sorted({c for _, c in jobs}), folder)
+            self.prepare(sorted({c for _, c in jobs}), folder, workers)
             try:
                 return self.run_prepared(jobs, workers, progress)
             finally:
