@@ -2,8 +2,10 @@
 ``python -m autograder grade`` from the copy, every chapter.
 
 - each chapter's instructor notebook, submitted as it is, scores full points;
-- each released student notebook (the stubs) scores 0;
-- each stub with the one IPython line that turns every later test cell into ``pass`` scores 0, flagged;
+- each released student notebook (the stubs) with the one IPython line that turns every later test cell into
+  ``pass`` scores 0, flagged: every graded cell's points come from the outside checks, which see the same exported
+  code with or without that line, so the stub alone would score 0 too; three chapters' stubs are graded as
+  released as well, to show an honest stub is not flagged;
 - hostile submissions to chapter 5c (tests patched, a fork bomb, ``os._exit``, an endless loop) get exactly the
   points their exported code earns;
 - the feedback pages show no hidden test, and the CSV says how each notebook's own run went.
@@ -36,6 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]  # the first test wai
 
 CHAPTERS = registry.chapters_in(ROOT / "solutions")
 GENERATION = "05c_generation"
+PLAIN_STUBS = ("02_language_models", GENERATION, CHAPTERS[-1])
 PATCHED_CHECKS = '''
 import llmcourse.checks as _checks
 import torch as _torch
@@ -88,7 +91,8 @@ def graded_course(tmp_path_factory):
     submissions = {}
     for chapter in CHAPTERS:
         submissions[("instructor", chapter)] = notebook("solutions", chapter)
-        submissions[("stub", chapter)] = notebook("chapters", chapter)
+        if chapter in PLAIN_STUBS:
+            submissions[("stub", chapter)] = notebook("chapters", chapter)
         submissions[("forger", chapter)] = notebook("chapters", chapter, before=[FORGER])
     answers = generation_answers()
     hostile = {
@@ -122,8 +126,9 @@ def test_instructor_notebook_scores_full_and_stubs_score_zero(graded_course, cha
     _, results, _ = graded_course
     instructor = results[("instructor", chapter)]
     assert instructor.status == "graded" and instructor.score == instructor.max_score > 0, _show(instructor)
-    stub = results[("stub", chapter)]
-    assert stub.status == "graded" and stub.score == 0, _show(stub)
+    if chapter in PLAIN_STUBS:
+        stub = results[("stub", chapter)]
+        assert stub.status == "graded" and stub.score == 0, _show(stub)
     forger = results[("forger", chapter)]
     assert forger.score == 0 and forger.status == "flagged", _show(forger)
     assert any(c.kernel_passed for c in forger.cells), "the forging line no longer forges the notebook's tests?"
