@@ -24,7 +24,7 @@ def _release(args) -> int:
     return 0
 
 
-COMMAND_MODULES = ("collect", "grading", "assemble", "feedback", "export", "report", "check")
+COMMAND_MODULES = ("collect", "grading", "assemble", "feedback", "export", "report", "check", "book")
 
 
 def build_parser() -> argparse.ArgumentParser:

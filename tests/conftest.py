@@ -61,3 +61,26 @@ def fallback_gpt(monkeypatch):
     from llmcourse.chapters.multi_head_attention import GPTConfig
 
     return GPT, GPTConfig
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The book built once for the whole session, every edition, with ``python -m autograder book --edition all``
+    into a scratch folder: the reader edition executes each notebook; the student and instructor editions reuse its
+    cache. Returns the folder holding ``_build``."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run([sys.executable, "-m", "autograder", "book", "--edition", "all", "--path-output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def editions(built_book) -> dict[str, Path]:
+    """``{edition: its html folder}`` of the session's book build."""
+    from autograder.book import html_dir
+    from autograder.book_pages import EDITIONS
+
+    return {edition: html_dir(built_book, edition) for edition in EDITIONS}
