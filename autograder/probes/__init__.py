@@ -388,7 +388,7 @@ def _progress(out: Path, line: str) -> None:
 class _OwnWorkGuard:
     """``llmcourse.checks.builtins_unavailable`` and its tables as they were before any student code ran: put back
     before each probe, so an export cell that rebinds or empties them changes nothing. (A determined student can
-    still reach a built-in by routes the tables do not list: the instructors' page says so.)"""
+    still reach a built-in by routes the tables do not list: ``book/instructor/guarantees.md`` says so.)"""
 
     def __init__(self):
         from llmcourse import checks
