@@ -143,6 +143,31 @@ OWN_WORK: dict[str, tuple[str, ...]] = {
                    "torch.nn.functional.group_norm", "torch.group_norm", "torch.native_group_norm",
                    "torch.nn.functional.instance_norm", "torch.instance_norm",
                    "torch.nn.functional.batch_norm", "torch.batch_norm", "torch.native_batch_norm"),
+    # chapter 4e: RMSNorm (PyTorch's and Hugging Face's Llama's would do it in one call)
+    "rms_norm": ("torch.nn.functional.rms_norm", "torch.rms_norm", "torch._fused_rms_norm",
+                 "transformers.models.llama.modeling_llama:LlamaRMSNorm.forward"),
+    # chapter 5b: the loss, the gradient clipping, the optimizer and two backward passes, by hand
+    "cross_entropy": ("torch.nn.functional.cross_entropy", "torch._C._nn.cross_entropy_loss",
+                      "torch.nn.functional.nll_loss", "torch._C._nn.nll_loss", "torch._C._nn.nll_loss_nd",
+                      "torch.logsumexp", "torch.Tensor.logsumexp", "torch.special.logsumexp"),
+    "clip_grad_norm": ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm",
+                       "torch.nn.utils.clip_grad.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_norm",
+                       "torch.nn.utils.clip_grads_with_norm_", "torch.nn.utils.clip_grad._clip_grads_with_norm_",
+                       "torch.nn.utils.get_total_norm", "torch.nn.utils.clip_grad._get_total_norm"),
+    "adamw": ("torch.optim.AdamW.step", "torch.optim.Adam.step", "torch.optim.adamw.AdamW.step",
+              "torch.optim.adam.Adam.step", "torch.optim.adam.adam", "torch.optim.adamw.adamw",
+              "torch.optim._functional.adam", "torch.optim._functional.adamw", "torch.optim.adam._single_tensor_adam",
+              "torch.optim.adam._multi_tensor_adam", "torch.optim.adam._fused_adam", "torch._fused_adam_",
+              "torch._fused_adamw_"),
+    # a backward pass by hand: PyTorch's own, and the autograd functions that would compute it from the forward
+    # (not Tensor.backward: code inside the block may still need gradients of its own)
+    "softmax_backward": ("torch._softmax_backward_data", "torch.autograd.grad",
+                         "torch.autograd.functional.vjp", "torch.autograd.functional.jacobian",
+                         "torch.func.vjp", "torch.func.grad", "torch.func.grad_and_value", "torch.func.jacrev",
+                         "torch.func.jacfwd", "torch.func.jvp"),
+    "layer_norm_backward": ("torch.autograd.grad", "torch.autograd.functional.vjp",
+                            "torch.autograd.functional.jacobian", "torch.func.vjp", "torch.func.grad",
+                            "torch.func.grad_and_value", "torch.func.jacrev", "torch.func.jacfwd", "torch.func.jvp"),
 }
 
 #: The same built-ins where every way of calling them meets: PyTorch's operators (``aten::<name>``), replaced in
@@ -158,6 +183,13 @@ OWN_WORK_OPS: dict[str, tuple[str, ...]] = {
     "gelu": ("gelu",),
     "layer_norm": ("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "batch_norm",
                    "native_batch_norm", "_native_batch_norm_legit", "_batch_norm_with_update"),
+    "rms_norm": ("rms_norm", "_fused_rms_norm"),
+    "cross_entropy": ("cross_entropy_loss", "nll_loss", "nll_loss_nd", "nll_loss_forward", "nll_loss2d",
+                      "nll_loss2d_forward", "logsumexp"),
+    "clip_grad_norm": ("_foreach_norm.Scalar",),  # the norms of many tensors in one call (get_total_norm's)
+    "adamw": ("_fused_adam_", "_fused_adamw_"),
+    "softmax_backward": ("_softmax_backward_data",),
+    "layer_norm_backward": ("native_layer_norm_backward",),
 }
 
 #: The dispatch keys an operator's own kernels sit under (a backend's, or the device-independent ones).

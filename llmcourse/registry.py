@@ -18,6 +18,7 @@ CHAPTER_IDS: tuple[str, ...] = (
     "04b_multi_head_attention",
     "04c_feed_forward",
     "04d_residual_and_layernorm",
+    "04e_modern_block",
     "05a_gpt",
     "05b_training",
     "05c_generation",

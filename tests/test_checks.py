@@ -101,6 +101,9 @@ def _own_work_calls():
         ("layer_norm", "taken early", lambda: layer_norm_taken_early(x, (4,))),
         ("layer_norm", "group_norm", lambda: F.group_norm(x.reshape(6, 1, 4), 1)),
         ("layer_norm", "_VariableFunctions", lambda: torch._C._VariableFunctions.layer_norm(x, (4,))),
+        ("rms_norm", "F.rms_norm", lambda: F.rms_norm(x, (4,))),
+        ("rms_norm", "nn.RMSNorm", lambda: nn.RMSNorm(4)(x)),
+        ("rms_norm", "torch.ops.aten.rms_norm", lambda: torch.ops.aten.rms_norm(x, [4])),
     ]
 
 
