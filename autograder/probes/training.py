@@ -1,4 +1,6 @@
-"""Outside checks of chapter 5b (training): batches, the optimizer's groups, the schedule, one step, a checkpoint.
+"""Outside checks of chapter 5b (training): batches, the optimizer's groups, the schedule, one step, a checkpoint,
+and the built-ins rewritten by hand (the cross-entropy, the gradient clipping, AdamW, two
+backward passes).
 
 The model is chapter 5a's GPT, which is its public fallback on both sides (the grader resolves earlier chapters to
 their fallbacks), built under fixed seeds, so both sides start from the same weights. Where a test draws its
@@ -336,6 +338,277 @@ def same_run(atol: float):
     return same_losses(atol, "losses after resuming", "without stopping")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.6 cross_entropy (PyTorch's unavailable on the student's side: forbid)
+
+
+def ce_visible(m):
+    gen = _gen(0)
+    logits = torch.randn(6, 5, generator=gen)
+    targets = torch.tensor([0, 4, 2, -100, 1, -100])
+    big = torch.tensor([[1e4, 0.0, -1e4], [0.0, 1e4, 1e4 - 2.0]])
+    return {"uniform": m.cross_entropy(torch.zeros(3, 8), torch.tensor([0, 5, 7])),
+            "ignored": m.cross_entropy(logits, targets), "large": m.cross_entropy(big, torch.tensor([0, 2]))}
+
+
+def _ce_cases():
+    gen = _gen(56)
+    return {
+        "f32": (torch.randn(8, 11, generator=gen) * 3, torch.randint(0, 11, (8,), generator=gen), {}),
+        "3d_ignored": (torch.randn(2, 5, 7, generator=gen),
+                       torch.randint(0, 7, (2, 5), generator=gen).index_fill(1, torch.tensor([0, 3]), -100), {}),
+        "f64": (torch.randn(6, 9, generator=gen, dtype=torch.float64) * 4, torch.randint(0, 9, (6,), generator=gen),
+                {}),
+        "one_left": (torch.randn(5, 4, generator=gen, dtype=torch.float64), torch.tensor([-100, -100, 2, -100, -100]),
+                     {}),
+        "ignore3": (torch.randn(7, 6, generator=gen, dtype=torch.float64), torch.tensor([3, 1, 3, 0, 5, 3, 2]),
+                    {"ignore_index": 3}),
+        "large": (torch.tensor([[1e4, 0.0, -1e4, 3.0], [-1e4, -1e4 + 1, -1e4 + 5, -1e4], [5e3, 1e4, 1e4, 0.0]]),
+                  torch.tensor([0, 1, 2]), {}),
+        "large64": (torch.tensor([[1e4, 1e4 - 1, 0.0], [-1e4, 0.0, 2.0]], dtype=torch.float64), torch.tensor([1, 0]),
+                    {}),
+    }
+
+
+def ce_hidden(m):
+    out = {}
+    with torch.enable_grad():
+        for label, (logits, targets, kwargs) in _ce_cases().items():
+            logits = logits.detach().clone().requires_grad_()
+            loss = m.cross_entropy(logits, targets, **kwargs)
+            loss.backward()
+            out[f"{label}/loss"] = loss.detach()
+            out[f"{label}/grad"] = logits.grad
+        z = torch.randn(4, 5, generator=_gen(57), dtype=torch.float64)
+        x0 = z.clone()
+        leaf = z.clone().requires_grad_()
+        m.cross_entropy(leaf, torch.tensor([1, -100, 4, 0])).backward()
+        out["onehot/grad"] = leaf.grad
+        m.cross_entropy(z, torch.tensor([1, -100, 4, 0]))
+    out["input_unchanged"] = bool(torch.equal(z, x0))
+    try:
+        m.cross_entropy(torch.randn(4, 5), torch.tensor([1, 2, 3]))
+        out["mismatch_raises"] = False
+    except (ValueError, TypeError):
+        out["mismatch_raises"] = True
+    return out
+
+
+def _ce_rules():
+    tight, loose = close(1e-12, 1e-12), close(1e-5, 1e-5)
+    rules = {f"{label}/{what}": tight if "64" in label or label in ("one_left", "ignore3") else loose
+             for label in _ce_cases() for what in ("loss", "grad")}
+    rules["large/loss"] = rules["large/grad"] = close(1e-4, 1e-4)  # float32 holds numbers near 1e4 to about 1e-3
+    return rules | {"onehot/grad": tight, "input_unchanged": equal(), "mismatch_raises": equal()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.7 clip_grad_norm_ (PyTorch's unavailable on the student's side: forbid)
+
+
+def clip_visible(m):
+    out = {}
+    for max_norm in (1.0, 10.0):
+        a, b = torch.zeros(2, requires_grad=True), torch.zeros(1, 2, requires_grad=True)
+        a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([[0.0, 4.0]])
+        out[f"{max_norm}/norm"] = m.clip_grad_norm_([a, b], max_norm)
+        out[f"{max_norm}/a"], out[f"{max_norm}/b"] = a.grad, b.grad
+    return out
+
+
+def clip_hidden(m):
+    import copy
+
+    out = {}
+    gen = _gen(57)
+    with torch.enable_grad():
+        for dtype in (torch.float32, torch.float64):
+            torch.manual_seed(57)
+            net = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3)).to(dtype)
+            net[1].weight.requires_grad_(False)
+            net(torch.randn(4, 6, generator=gen, dtype=dtype) * 3).pow(2).sum().backward()
+            for max_norm in (0.01, 1.0, 1e6, float("inf"), 0.0):
+                twin = copy.deepcopy(net)  # deepcopy copies the weights, not their .grad
+                for p, q in zip(twin.parameters(), net.parameters()):
+                    p.grad = None if q.grad is None else q.grad.clone()
+                label = f"{str(dtype)[6:]}/{max_norm}"
+                out[f"{label}/norm"] = m.clip_grad_norm_((p for p in twin.parameters()), max_norm)
+                out[f"{label}/has_grad"] = [p.grad is not None for p in twin.parameters()]
+                for i, p in enumerate(twin.parameters()):
+                    if p.grad is not None:
+                        out[f"{label}/grad{i}"] = p.grad
+        net = nn.Linear(4, 4)
+        net(torch.randn(3, 4, generator=gen)).sum().mul(100).backward()
+    before = torch.cat([p.grad.flatten() for p in net.parameters()])
+    m.clip_grad_norm_(net.parameters(), 0.5)
+    after = torch.cat([p.grad.flatten() for p in net.parameters()])
+    out["after/norm"] = after.norm()
+    out["after/direction_error"] = float((after / after.norm() - before / before.norm()).abs().max())
+    w = torch.ones(3, requires_grad=True)
+    w.grad = torch.tensor([0.0, 3.0, 4.0])
+    out["one/norm"] = m.clip_grad_norm_(w, 1.0)
+    out["one/grad"] = w.grad
+    out["none/norm"] = m.clip_grad_norm_([torch.zeros(2, requires_grad=True)], 1.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.8 AdamW (PyTorch's Adam/AdamW steps unavailable on the student's side: forbid)
+
+
+def adamw_visible(m):
+    gen = _gen(0)
+    start = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    gradients = [torch.randn(4, 3, generator=gen, dtype=torch.float64) for _ in range(5)]
+    w = nn.Parameter(start.clone())
+    opt = m.AdamW([w], lr=0.01, betas=(0.9, 0.95), weight_decay=0.1)
+    for g in gradients:
+        w.grad = g.clone()
+        opt.step()
+        opt.zero_grad()
+    first = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    first.grad = torch.tensor([1e-3, -2.0, 50.0], dtype=torch.float64)
+    m.AdamW([first], lr=0.1, weight_decay=0.0).step()
+    return {"five_steps": w.detach(), "first_step": first.detach()}
+
+
+def adamw_hidden(m):
+    out = {}
+    for dtype, steps in ((torch.float64, 50), (torch.float32, 20)):
+        g = _gen(58)
+        params = [nn.Parameter(torch.randn(*shape, generator=g, dtype=dtype))
+                  for shape in ((5, 4), (4,), (3, 2, 2), (6,))]
+        opt = m.AdamW([{"params": params[:2], "weight_decay": 0.1},
+                       {"params": [params[2]], "weight_decay": 0.0, "lr": 3e-2, "betas": (0.8, 0.99)},
+                       {"params": [params[3]], "eps": 1e-3, "weight_decay": 0.5}], lr=1e-2, betas=(0.9, 0.95))
+        g = _gen(59)
+        for step in range(steps):
+            for i, p in enumerate(params):
+                skipped = i == 3 and step % 3 == 1  # no gradient: the parameter is skipped, its count stays
+                p.grad = None if skipped else torch.randn(p.shape, generator=g, dtype=dtype) * 10 ** i
+            opt.step()
+            opt.zero_grad()
+        for i, p in enumerate(params):
+            out[f"{str(dtype)[6:]}/param{i}"] = p.detach()
+    # the grader's own groups of the notebook's kind (matrices decayed), so configure_optimizer is not tested here
+    torch.manual_seed(60)
+    net = nn.Sequential(nn.Embedding(12, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.GELU(), nn.Linear(8, 12)).double()
+    params = list(net.parameters())
+    opt = m.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=3e-3, betas=(0.9, 0.95))
+    x = torch.randint(0, 12, (16,), generator=_gen(61))
+    with torch.enable_grad():
+        for _ in range(10):
+            nn.functional.cross_entropy(net(x), (x + 1) % 12).backward()
+            opt.step()
+            opt.zero_grad()
+    for name, p in net.named_parameters():
+        out[f"net/{name}"] = p.detach()
+    out["step_count"] = float(opt.state[net[1].weight]["step"])
+    raised = []
+    for bad in ({"lr": -1.0}, {"betas": (0.9, 1.0)}, {"eps": -1e-8}, {"weight_decay": -0.1}):
+        try:
+            m.AdamW([nn.Parameter(torch.zeros(1))], **bad)
+            raised.append(False)
+        except ValueError:
+            raised.append(True)
+    out["bad_settings_raise"] = raised
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5b.9 softmax_backward, 5b.10 layer_norm_backward: the functions themselves with PyTorch's backward kernels and
+# autograd unavailable (forbid), and, in a probe of their own, gradcheck of the notebook's autograd.Function, which
+# needs autograd (so nothing is forbidden there; the Function's backward is the student's function).
+
+
+def _gradcheck(function, *inputs) -> bool:
+    with torch.enable_grad():
+        return bool(torch.autograd.gradcheck(function, inputs, raise_exception=False))
+
+
+def softmax_bw_visible(m):
+    gen = _gen(0)
+    x = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    grad_y = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    return {"grad_x": m.softmax_backward(torch.softmax(x, dim=-1), grad_y)}
+
+
+def softmax_bw_hidden(m):
+    gen = _gen(59)
+    out = {}
+    for shape in ((7,), (2, 3, 6), (4, 1), (2, 2, 2, 9)):
+        for dtype in (torch.float64, torch.float32):
+            x = torch.randn(shape, generator=gen, dtype=dtype) * 4
+            grad_y = torch.randn(shape, generator=gen, dtype=dtype)
+            out[f"{str(dtype)[6:]}/{list(shape)}"] = m.softmax_backward(torch.softmax(x, dim=-1), grad_y)
+    y = torch.softmax(torch.randn(3, 4, generator=gen, dtype=torch.float64), dim=-1)
+    out["float64/constant"] = m.softmax_backward(y, torch.full((3, 4), 2.5, dtype=torch.float64))
+    try:
+        m.softmax_backward(torch.rand(3, 4), torch.rand(3, 5))
+        out["mismatch_raises"] = False
+    except ValueError:
+        out["mismatch_raises"] = True
+    return out
+
+
+def softmax_bw_gradcheck_visible(m):
+    x = torch.randn(3, 5, generator=_gen(0), dtype=torch.float64, requires_grad=True)
+    return {"gradcheck": _gradcheck(m.SoftmaxFunction.apply, x)}
+
+
+def softmax_bw_gradcheck_hidden(m):
+    gen = _gen(590)
+    return {f"gradcheck{list(shape)}": _gradcheck(m.SoftmaxFunction.apply,
+                                                  torch.randn(shape, generator=gen, dtype=torch.float64,
+                                                              requires_grad=True))
+            for shape in ((4, 6), (2, 3, 5))}
+
+
+def _ln_inputs(shape, dtype, gen):
+    C = shape[-1]
+    return (torch.randn(shape, generator=gen, dtype=dtype) * 3 + 1, torch.randn(C, generator=gen, dtype=dtype),
+            torch.randn(C, generator=gen, dtype=dtype), torch.randn(shape, generator=gen, dtype=dtype))
+
+
+def ln_bw_visible(m):
+    x, weight, _, grad_out = _ln_inputs((2, 3, 6), torch.float64, _gen(0))
+    return dict(zip(("grad_x", "grad_weight", "grad_bias"), m.layer_norm_backward(x, weight, grad_out, 1e-5)))
+
+
+def ln_bw_hidden(m):
+    gen = _gen(510)
+    out = {}
+    for shape, eps in (((5, 8), 1e-5), ((2, 4, 16), 1e-5), ((3, 2, 2, 5), 0.1), ((1, 3), 1e-5), ((64,), 1e-5)):
+        for dtype in (torch.float64, torch.float32):
+            x, weight, _, grad_out = _ln_inputs(shape, dtype, gen)
+            got = m.layer_norm_backward(x, weight, grad_out, eps)
+            for name, value in zip(("grad_x", "grad_weight", "grad_bias"), got):
+                out[f"{str(dtype)[6:]}/{list(shape)}/{name}"] = value
+    try:
+        m.layer_norm_backward(torch.rand(3, 4), torch.rand(5), torch.rand(3, 4))
+        out["mismatch_raises"] = False
+    except ValueError:
+        out["mismatch_raises"] = True
+    return out
+
+
+def ln_bw_gradcheck_visible(m):
+    x, weight, bias, _ = _ln_inputs((2, 3, 6), torch.float64, _gen(0))
+    return {"gradcheck": _gradcheck(m.LayerNormFunction.apply, x.requires_grad_(), weight.requires_grad_(),
+                                    bias.requires_grad_(), 1e-5)}
+
+
+def ln_bw_gradcheck_hidden(m):
+    gen = _gen(5100)
+    out = {}
+    for shape in ((3, 5), (2, 2, 4)):
+        x, weight, bias, _ = _ln_inputs(shape, torch.float64, gen)
+        out[f"gradcheck{list(shape)}"] = _gradcheck(m.LayerNormFunction.apply, x.requires_grad_(),
+                                                    weight.requires_grad_(), bias.requires_grad_(), 1e-3)
+    return out
+
+
 PROBES = [
     Probe("test_get_batch", watched(batch_visible), Rules(equal(), {})),
     Probe("test_get_batch_hidden", watched(batch_hidden), Rules(equal(), {"fewest_starts": above(140)})),
@@ -354,4 +627,34 @@ PROBES = [
     Probe("test_checkpoint", watched(checkpoint_visible), Rules(equal(), {})),
     Probe("test_checkpoint_hidden", watched(checkpoint_hidden),
           Rules(equal(), {"losses_resumed_vs_straight": same_run(1e-6), "weights_error": below(1e-6)})),
+    Probe("test_cross_entropy", watched(ce_visible),
+          Rules(close(1e-6), {"large": close(1e-4)}), forbid=("softmax", "cross_entropy")),
+    Probe("test_cross_entropy_hidden", watched(ce_hidden), Rules(close(1e-5, 1e-5), _ce_rules()),
+          forbid=("softmax", "cross_entropy")),
+    Probe("test_clip_grad_norm", watched(clip_visible), Rules(close(1e-5, 1e-5), {}), forbid=("clip_grad_norm",)),
+    Probe("test_clip_grad_norm_hidden", watched(clip_hidden),
+          Rules(close(1e-6, 1e-6), {"/has_grad": equal(), "float64/": close(1e-12, 1e-12), "after/norm": close(1e-5, 0),
+                                    "after/direction_error": below(1e-6), "one/grad": close(1e-6, 0)}),
+          forbid=("clip_grad_norm",)),
+    Probe("test_adamw", watched(adamw_visible), Rules(close(1e-10, 1e-10), {"first_step": close(1e-5, 0)}),
+          forbid=("adamw",)),
+    Probe("test_adamw_hidden", watched(adamw_hidden),
+          Rules(close(1e-10, 1e-10), {"float32/": close(1e-5, 1e-5), "step_count": equal(),
+                                      "bad_settings_raise": equal()}), forbid=("adamw",)),
+    Probe("test_softmax_backward", watched(softmax_bw_visible), Rules(close(1e-12), {}),
+          forbid=("softmax_backward",)),
+    Probe("test_softmax_backward", watched(softmax_bw_gradcheck_visible), Rules(equal(), {}), name="gradcheck"),
+    Probe("test_softmax_backward_hidden", watched(softmax_bw_hidden),
+          Rules(close(1e-12, 1e-12), {"float32/": close(1e-6, 1e-6), "mismatch_raises": equal()}),
+          forbid=("softmax_backward",)),
+    Probe("test_softmax_backward_hidden", watched(softmax_bw_gradcheck_hidden), Rules(equal(), {}),
+          name="gradcheck"),
+    Probe("test_layer_norm_backward", watched(ln_bw_visible), Rules(close(1e-10), {}),
+          forbid=("layer_norm_backward",)),
+    Probe("test_layer_norm_backward", watched(ln_bw_gradcheck_visible), Rules(equal(), {}), name="gradcheck"),
+    Probe("test_layer_norm_backward_hidden", watched(ln_bw_hidden),
+          Rules(close(1e-10, 1e-10), {"float32/": close(1e-4, 1e-4), "mismatch_raises": equal()}),
+          forbid=("layer_norm_backward",)),
+    Probe("test_layer_norm_backward_hidden", watched(ln_bw_gradcheck_hidden), Rules(equal(), {}),
+          name="gradcheck"),
 ]

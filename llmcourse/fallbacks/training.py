@@ -4,7 +4,9 @@ Batches are slices of the data, stacked; the optimizer is ``torch.optim.AdamW`` 
 parameter groups, the learning-rate schedule is PyTorch's own ``LinearLR`` warm-up followed by ``CosineAnnealingLR``
 (run once per schedule and remembered), clipping is ``torch.nn.utils.clip_grad_norm_``, and a checkpoint is the
 model's GPT-2 files (its ``save_pretrained``) plus one ``torch.save`` file with the optimizer, the step and the
-random states.
+random states. What the notebook's section "What loss.backward() and optimizer.step() compute" writes by hand is
+here PyTorch's own: ``F.cross_entropy``, ``torch.nn.utils.clip_grad_norm_``, ``torch.optim.AdamW``, and the backward
+kernels ``torch._softmax_backward_data`` and ``aten::native_layer_norm_backward``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["get_batch", "configure_optimizer", "lr_at", "train_step", "estimate_loss", "save_checkpoint",
-           "load_checkpoint"]
+           "load_checkpoint", "cross_entropy", "clip_grad_norm_", "AdamW",
+           "softmax_backward", "SoftmaxFunction", "layer_norm_backward", "LayerNormFunction"]
 
 _STATE_FILE = "training_state.pt"
 
@@ -135,3 +139,99 @@ def load_checkpoint(directory: str | Path, model: nn.Module, optimizer: torch.op
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.random.set_rng_state_all(state["rng"]["cuda"])
     return int(state["step"])
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """``F.cross_entropy`` with the vocabulary last: logits (..., V), targets (...); the mean over kept targets."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() < 1:
+        raise TypeError(f"logits must be a floating-point tensor (..., V), got {type(logits).__name__}")
+    if not isinstance(targets, torch.Tensor) or targets.dtype != torch.long:
+        raise TypeError(f"targets must be a tensor of token ids (torch.long), got {getattr(targets, 'dtype', targets)}")
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"targets must have the shape {tuple(logits.shape[:-1])} of logits {tuple(logits.shape)} "
+                         f"without its last dimension, got {tuple(targets.shape)}")
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
+
+
+def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_``: scale every gradient by min(1, max_norm / (norm + 1e-6)); the norm."""
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    try:
+        parameters = list(parameters)
+    except TypeError:
+        raise TypeError(f"parameters must be a tensor or an iterable of tensors, got {type(parameters).__name__}") \
+            from None
+    if not all(isinstance(p, torch.Tensor) for p in parameters):
+        raise TypeError("parameters must be tensors")
+    return torch.nn.utils.clip_grad_norm_(parameters, float(max_norm))
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` (one tensor at a time), with the notebook's checks of its settings."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not (len(betas) == 2 and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=False)
+
+
+def _same_shape(**tensors: torch.Tensor) -> None:
+    if not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise TypeError(f"expected tensors, got {({n: type(t).__name__ for n, t in tensors.items()})}")
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"expected tensors of one shape, got {shapes}")
+
+
+def softmax_backward(y: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
+    """PyTorch's softmax backward kernel: the gradient of x from y = softmax(x, -1) and grad_y."""
+    _same_shape(y=y, grad_y=grad_y)
+    return torch._softmax_backward_data(grad_y, y, -1, y.dtype)
+
+
+class SoftmaxFunction(torch.autograd.Function):
+    """softmax(x, dim=-1) whose backward is :func:`softmax_backward`."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.softmax(x, dim=-1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (y,) = ctx.saved_tensors
+        return softmax_backward(y, grad_y)
+
+
+def layer_norm_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor,
+                        eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch's LayerNorm backward kernel (``native_layer_norm_backward``): (grad_x, grad_weight, grad_bias)."""
+    _same_shape(x=x, grad_out=grad_out)
+    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != tuple(x.shape[-1:]):
+        raise ValueError(f"weight must have shape {tuple(x.shape[-1:])}, got {tuple(getattr(weight, 'shape', ()))}")
+    shape = list(x.shape[-1:])
+    _, mean, rstd = torch.native_layer_norm(x, shape, weight, None, eps)
+    grads = torch.ops.aten.native_layer_norm_backward(grad_out, x, shape, mean, rstd, weight, torch.zeros_like(weight),
+                                                      [True, True, True])
+    return tuple(grads)
+
+
+class LayerNormFunction(torch.autograd.Function):
+    """layer_norm over the last dimension whose backward is :func:`layer_norm_backward`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps=1e-5):
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
+        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        return (*layer_norm_backward(x, weight, grad_out, ctx.eps), None)
