@@ -345,3 +345,43 @@ def test_model_eos_ends_rows_as_in_hf(parity):
     ours, theirs = _both(parity, prompt[:1], max_new_tokens=PARITY_NEW, eos_token_id=None)
     assert torch.equal(ours, theirs) and ours.shape == (1, T + PARITY_NEW), "eos_token_id=None: no early end"
     assert ours[0, end] == eos and bool((ours[0, end + 1:] != eos).any()), "it goes on after the end-of-text token"
+
+
+@pytest.mark.parametrize("tree", ["solutions", "fallback"])
+def test_generate_works_on_chapter_4e_modern_gpt_as_hf_llama(tree, monkeypatch):
+    """Chapter 4e's ModernGPT brings its own forward_with_cache: 5c's generate (the solution's and the fallback's)
+    runs on it and gives the tokens of Hugging Face's LlamaForCausalLM with the same weights, greedy and sampled,
+    left padding included."""
+    from transformers import LlamaForCausalLM
+
+    from llmcourse.chapters import reload_all
+
+    if tree == "fallback":
+        monkeypatch.setenv("LLMCOURSE_FALLBACK", "all")
+    else:
+        monkeypatch.setenv("LLMCOURSE_SOURCE", "solutions")
+    reload_all()
+    from llmcourse.chapters.generation import generate
+    from llmcourse.chapters.modern_block import ModernConfig, ModernGPT
+
+    torch.manual_seed(3)
+    model = ModernGPT(ModernConfig(vocab_size=PARITY_VOCAB, block_size=32, n_layer=2, n_head=4, n_kv_head=2,
+                                   n_embd=32, intermediate_size=64)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # far from uniform, so that the tokens differ from step to step
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        hf = LlamaForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    prompt = torch.randint(0, PARITY_VOCAB - 1, (3, 5), generator=torch.Generator().manual_seed(4))
+    mask = (torch.arange(5)[None, :] >= torch.tensor([0, 2, 4])[:, None]).long()
+    cases = [dict(), dict(do_sample=True, top_k=20, top_p=0.9, no_repeat_ngram_size=2),
+             dict(attention_mask=mask, eos_token_id=None), dict(do_sample=True, attention_mask=mask)]
+    for kwargs in cases:
+        ids = prompt.masked_fill(mask == 0, 0) if "attention_mask" in kwargs else prompt
+        eos = {} if "eos_token_id" in kwargs else dict(eos_token_id=PARITY_VOCAB - 1, pad_token_id=PARITY_VOCAB - 1)
+        torch.manual_seed(0)
+        ours = generate(model, ids, max_new_tokens=PARITY_NEW, **kwargs)
+        torch.manual_seed(0)
+        theirs = _hf_generate(hf, ids, max_new_tokens=PARITY_NEW, **kwargs, **eos)
+        assert torch.equal(ours, theirs), f"{tree}, {kwargs}:\n{ours}\n{theirs}"

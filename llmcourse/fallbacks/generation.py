@@ -89,6 +89,8 @@ def attend_with_cache(attn: nn.Module, x: torch.Tensor, past=None, key_mask: tor
 def forward_with_cache(model: nn.Module, idx: torch.Tensor, cache: KVCache | None = None,
                        attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Logits (B, T, V) of the new tokens, extending ``cache``; positions count the real tokens of each row."""
+    if hasattr(model, "forward_with_cache"):  # a model that brings its own, such as chapter 4e's ModernGPT
+        return model.forward_with_cache(idx, cache, attention_mask)
     t = model.transformer
     cache = KVCache(len(t.h)) if cache is None else cache
     past, T = len(cache), idx.size(1)
@@ -123,8 +125,19 @@ def model_eos_token_id(model: nn.Module) -> int | None:
 
 
 def _hf_model(model: nn.Module):
-    from transformers import GPT2LMHeadModel
+    """Hugging Face's model with a copy of the weights: GPT2LMHeadModel for chapter 5a's GPT, LlamaForCausalLM for
+    chapter 4e's ModernGPT (the model that brings its own ``forward_with_cache``)."""
+    from transformers import GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    if hasattr(model, "forward_with_cache"):
+        from llmcourse.fallbacks.modern_block import llama_config_dict, to_llama_state_dict
+
+        with torch.random.fork_rng():
+            hf = LlamaForCausalLM(LlamaConfig(**llama_config_dict(model.config)))
+        state = to_llama_state_dict({k: v.detach() for k, v in model.state_dict().items()}, model.config.n_layer)
+        hf.load_state_dict(state, strict=False)
+        hf.generation_config.eos_token_id = hf.generation_config.bos_token_id = None
+        return hf.to(next(model.parameters()).device).eval()
     with torch.random.fork_rng():  # building the model draws random weights: leave the caller's RNG alone
         hf = GPT2LMHeadModel(gpt2_config(model.config))  # ties lm_head.weight to transformer.wte.weight
     ours = our_state_dict_to_hf({name: p.detach() for name, p in model.named_parameters()})
