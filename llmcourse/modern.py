@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -237,39 +235,12 @@ def train_run(name: str, settings: dict | None = None, device: str | torch.devic
 
 def read_results(path: str | Path, settings: dict | None = None) -> dict:
     """The results file at ``path`` (an empty one if there is none); refuses a file made with other settings."""
-    from llmcourse.data import entropy_floor
-
-    s = SETTINGS | (settings or {})
-    path = Path(path)
-    fresh = {"format": FORMAT, "settings": s, "entropy_floor": entropy_floor(), "runs": {}}
-    if not path.exists():
-        return fresh
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a results file of this sweep ({err}); pass another --out") from None
-    if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("runs"), dict):
-        raise ValueError(f"{path} is not a results file of this sweep (format {FORMAT!r}); pass another --out")
-    if results.get("settings") != json.loads(json.dumps(s)):
-        raise ValueError(f"{path} was made with other settings ({results.get('settings')}), not {s}: "
-                         f"pass another --out, or the same settings")
-    return results
+    return scaling.read_results(path, settings, fmt=FORMAT, defaults=SETTINGS)
 
 
 def write_results(path: str | Path, results: dict) -> None:
-    """Write ``results`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = dict(results) | {"runs": {k: results["runs"][k] for k in RUNS if k in results["runs"]}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(ordered, indent=1) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a results file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``results`` to ``path`` atomically, its runs in the sweep's order (as chapter 8a's sweep does)."""
+    scaling.write_results(path, results, order=RUNS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -154,32 +154,37 @@ def train_run(name: str, settings: dict | None = None, device: str | torch.devic
     }
 
 
-def read_results(path: str | Path, settings: dict | None = None) -> dict:
-    """The results file at ``path`` (an empty one if there is none); refuses a file made with other settings."""
+def read_results(path: str | Path, settings: dict | None = None, *, fmt: str = FORMAT,
+                 defaults: dict | None = None) -> dict:
+    """The results file at ``path`` (an empty one if there is none); refuses a file made with other settings.
+    ``fmt`` and ``defaults`` (the sweep's format name and default settings) let another sweep (chapter 4e's
+    :mod:`llmcourse.modern`) keep its results the same way."""
     from llmcourse.data import entropy_floor
 
-    s = SETTINGS | (settings or {})
+    s = (SETTINGS if defaults is None else defaults) | (settings or {})
     path = Path(path)
-    fresh = {"format": FORMAT, "settings": s, "entropy_floor": entropy_floor(), "runs": {}}
+    fresh = {"format": fmt, "settings": s, "entropy_floor": entropy_floor(), "runs": {}}
     if not path.exists():
         return fresh
     try:
         results = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not a results file of this sweep ({err}); pass another --out") from None
-    if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("runs"), dict):
-        raise ValueError(f"{path} is not a results file of this sweep (format {FORMAT!r}); pass another --out")
+    if not isinstance(results, dict) or results.get("format") != fmt or not isinstance(results.get("runs"), dict):
+        raise ValueError(f"{path} is not a results file of this sweep (format {fmt!r}); pass another --out")
     if results.get("settings") != json.loads(json.dumps(s)):
         raise ValueError(f"{path} was made with other settings ({results.get('settings')}), not {s}: "
                          f"pass another --out, or the same settings")
     return results
 
 
-def write_results(path: str | Path, results: dict) -> None:
-    """Write ``results`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+def write_results(path: str | Path, results: dict, *, order: list[str] | None = None) -> None:
+    """Write ``results`` to ``path`` atomically (a temporary file in the same folder, then a rename), its runs in
+    the sweep's order (``order``, default this sweep's ``RUNS``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = dict(results) | {"runs": {k: results["runs"][k] for k in RUNS if k in results["runs"]}}
+    order = RUNS if order is None else order
+    ordered = dict(results) | {"runs": {k: results["runs"][k] for k in order if k in results["runs"]}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
