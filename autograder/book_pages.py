@@ -28,7 +28,7 @@ import shutil
 import tokenize
 from pathlib import Path
 
-from autograder.gradesheet import Outline, number_text, read_outline
+from autograder.gradesheet import EXERCISE_HEADING_RE, Outline, number_text, read_outline
 from autograder.notebook_model import CourseNotebook
 from llmcourse import registry
 
@@ -51,9 +51,10 @@ def chapter_of(docname: str, root: Path) -> str | None:
 
 
 def _title(exercise_heading: str) -> str:
-    """``### Exercise 4a.1: softmax\\n...`` -> ``softmax``."""
+    """``### Exercise 4a.1: softmax\\n...`` -> ``softmax`` (the heading as the grader's outline finds it)."""
     first = exercise_heading.splitlines()[0] if exercise_heading else ""
-    return re.sub(r"^#+\s*.*?Exercise\s+\d+[a-z]?\.\d+\s*[:.\-—]?\s*", "", first).strip()
+    match = EXERCISE_HEADING_RE.match(first)
+    return first[match.end():].lstrip(" :.-—").strip() if match else first.lstrip("# ").strip()
 
 
 def _inline(markdown: str) -> str:
