@@ -16,6 +16,14 @@ questions (it passes when that falls below :data:`APPLICATION_LOSS_FRACTION` of 
 fine-tuning), and, as the reported score, the token F1 of its greedy answers (the grader's ``generate`` and
 SQuAD's rules). A short fine-tuning of a 137,000-parameter model learns the answers' form long before it answers
 well, so the F1 is reported, not a pass mark.
+
+When the student submitted chapter 4e, a third result, **modern**: the student's ``ModernGPT`` (RMSNorm, RoPE,
+SwiGLU, grouped-query attention) is trained by the same chapter-5b pieces on the same text (tokenized by the
+shipped course-tiny tokenizer) and writes with their ``generate``; their ``save_pretrained`` writes it in Hugging
+Face's Llama format. The grader loads those weights strictly into a ``LlamaForCausalLM`` it configures itself and
+measures the validation loss; the same pass mark as the assembly (:data:`LOSS_FRACTION` of ln(vocabulary)), and
+the student's own measurement of their model must agree with the grader's (:data:`MODERN_AGREEMENT`): a model that
+trains well but is not Llama's function of its weights fails.
 """
 
 from __future__ import annotations
@@ -47,6 +55,14 @@ APPLICATION, APPLICATION_OPTIONAL = "06b_applications", ("06a_metrics",)
 #: Its pass mark: the loss per answer token on held-out questions after fine-tuning, as a fraction of the
 #: checkpoint's before (the reference pieces reach about a fifth; a loop that never steps stays at 1).
 APPLICATION_LOSS_FRACTION = 0.5
+#: The modern stage's chapter: its ModernGPT, trained and run by the student's chapters 3, 5b and 5c.
+MODERN = "04e_modern_block"
+#: The ModernGPT is a Llama: the student's own validation loss and the grader's, of HF's LlamaForCausalLM on the
+#: same weights and text, must agree to this many nats per token (they agree to 1e-6 for the reference pieces; a
+#: RoPE with GPT-J's pairing instead of Llama's trains as well and disagrees by 0.3).
+MODERN_AGREEMENT = 0.05
+#: The assembly's optional stages, each with a result of its own in the child's report and the grader's.
+STAGES = ("application", "modern")
 
 
 def required_chapters(root: Path) -> list[str]:
@@ -133,14 +149,14 @@ def measure(out: Path, job: Path, timeout: int = 600) -> dict:
 
 
 def trusted_report(report: dict, out: Path, job: Path) -> dict:
-    """The child's report with what decides the verdict replaced by the grader's own measurement: the validation
-    loss, the vocabulary size and the decoded sample. What the child claimed is kept as ``claimed_val_loss``."""
-    application = isinstance(report.get("application"), dict) and not report["application"].get("error")
-    if report.get("error") and not application:
-        return {**report, "application": trusted_application(report, {})} if "application" in report else report
-    measured = measure(out, job)
-    if "application" in report:
-        report = {**report, "application": trusted_application(report, measured)}
+    """The child's report with what decides the verdicts replaced by the grader's own measurement: the validation
+    loss, the vocabulary size and the decoded sample. What the child claimed is kept as ``claimed_val_loss``; the
+    ``application`` and ``modern`` stages are replaced by :func:`trusted_stage`."""
+    stages = [k for k in STAGES if isinstance(report.get(k), dict) and not report[k].get("error")]
+    measured = {} if report.get("error") and not stages else measure(out, job)
+    for key in STAGES:
+        if key in report:
+            report = {**report, key: trusted_stage(report, measured, key)}
     if report.get("error"):
         return report
     trusted = {**report, "claimed_val_loss": report.get("val_loss")}
@@ -153,17 +169,63 @@ def trusted_report(report: dict, out: Path, job: Path) -> dict:
     return trusted
 
 
-def trusted_application(report: dict, measured: dict) -> dict | None:
-    """The application stage's trusted result: the child's error if its stage failed, else the grader's scores."""
-    child = report.get("application")
+def trusted_stage(report: dict, measured: dict, key: str) -> dict | None:
+    """One optional stage's trusted result: the child's error if the stage failed there, else the grader's own
+    measurement (for ``modern`` with the child's training losses, generated ids and claimed loss beside it, which
+    the verdict checks or only shows)."""
+    child = report.get(key)
     if not isinstance(child, dict):
         return None
     if child.get("error"):
         return {"error": str(child["error"])[:800]}
-    found = measured.get("application")
+    found = measured.get(key)
     if not isinstance(found, dict):
-        return {"error": "the grader could not score the fine-tuned model", "grader_failed": True}
+        return {"error": f"the grader could not measure the {key} stage's model", "grader_failed": True}
+    if key == "modern" and not found.get("error"):
+        found = {**found, "losses": child.get("losses"), "generated_ids": child.get("generated_ids"),
+                 "claimed_val_loss": child.get("val_loss")}
     return found
+
+
+def judge_modern(result: AssemblyResult, report: dict) -> AssemblyResult:
+    """Fill in the modern stage's verdict from the trusted report (``report["modern"]``, see :func:`trusted_stage`):
+    it passes when the grader's validation loss is at most LOSS_FRACTION x ln(vocabulary), the student's own
+    estimate of it agrees within MODERN_AGREEMENT, and ``generate`` returned valid token ids."""
+    found = report.get("modern")
+    if not isinstance(found, dict):
+        return result
+    if found.get("error"):
+        result.modern_status = "error" if found.get("grader_failed") else "failed"
+        result.modern_message = str(found["error"])[:800]
+        return result
+    losses = found.get("losses")
+    result.modern_losses = [float(x) for x in losses[:1000] if isinstance(x, (int, float))] \
+        if isinstance(losses, list) else []
+    val, vocab, ids = found.get("val_loss"), found.get("vocab_size"), found.get("generated_ids")
+    if not isinstance(vocab, int) or vocab < 2 or not isinstance(val, (int, float)) or not math.isfinite(val):
+        result.modern_status, result.modern_message = "failed", f"no usable measurement: validation loss {val!r}"
+        return result
+    bound = LOSS_FRACTION * math.log(vocab)
+    result.modern_val_loss, result.modern_bound = round(float(val), 4), round(bound, 4)
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+        result.modern_status, result.modern_message = "failed", "generate returned invalid token ids"
+        return result
+    result.modern_sample = str(found.get("sample", ""))[:500]
+    claimed = found.get("claimed_val_loss")
+    agree = isinstance(claimed, (int, float)) and math.isfinite(claimed) and abs(claimed - val) <= MODERN_AGREEMENT
+    result.modern_status = "passed" if val <= bound and agree else "failed"
+    result.modern_message = (
+        f"chapter 4e's ModernGPT, trained by your pieces, saved by your save_pretrained and measured by the grader "
+        f"as Hugging Face's LlamaForCausalLM: validation loss {val:.3f} nats/token (to pass, at most {bound:.3f} = "
+        f"{LOSS_FRACTION} x ln {vocab})")
+    if not agree:
+        shown = f"{claimed:.3f}" if isinstance(claimed, (int, float)) else repr(claimed)
+        result.modern_message += (
+            f"; your own code measured {shown} on the same weights and text: your ModernGPT does not compute what "
+            f"Llama computes with its weights (RoPE's pairing, the causal mask, RMSNorm, the weight names), or "
+            f"chapter 5b's estimate_loss measures something else (to pass, within {MODERN_AGREEMENT})")
+    result.modern_message = result.modern_message[:800]
+    return result
 
 
 def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900) -> AssemblyResult:
@@ -185,6 +247,10 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
         if with_application:
             needed = needed + [c for c in (*APPLICATION_OPTIONAL, APPLICATION)
                                if grader.layout.submission(student, c).is_file()]
+        with_modern = MODERN in registry.chapters_in(grader.root / "solutions") and \
+            grader.layout.submission(student, MODERN).is_file()
+        if with_modern:
+            needed = needed + [MODERN]
         for chapter in needed:  # only the notebooks, never anything else from the submission folder
             target = registry.notebook_path(tree, chapter)
             target.parent.mkdir(parents=True)
@@ -197,6 +263,8 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
             argv.append("--with-generation")
         if with_application:
             argv.append("--with-application")
+        if with_modern:
+            argv.append("--with-modern")
         cmd = sandbox.command(argv)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
         if not sandbox.enabled:
@@ -207,15 +275,21 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
             report = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000])
             report = trusted_report(report if isinstance(report, dict) else {}, out, job)
             result = judge_application(judge(student, report, time.monotonic() - started), report)
-            if with_application and not result.application_status:  # the child's report left it out
-                result.application_status = "failed"
-                result.application_message = "the application stage reported nothing"
+            result = judge_modern(result, report)
+            for key, ran in (("application", with_application), ("modern", with_modern)):
+                if ran and not getattr(result, f"{key}_status"):  # the child's report left it out
+                    setattr(result, f"{key}_status", "failed")
+                    setattr(result, f"{key}_message", f"the {key} stage reported nothing")
         except subprocess.TimeoutExpired:
             result = AssemblyResult(student, "timeout", 0.0, f"assembly did not finish within {timeout} s",
                                     graded_at=now())
         except (OSError, ValueError):
             result = AssemblyResult(student, "error", 0.0, "the assembly crashed before reporting (a resource "
                                     "limit, os._exit or a crash)", graded_at=now())
+        if with_application and not result.application_status:  # no report: the stages share the run's fate
+            result.application_status, result.application_message = result.status, result.message
+        if with_modern and not result.modern_status:
+            result.modern_status, result.modern_message = result.status, result.message
     finally:
         shutil.rmtree(job, ignore_errors=True)
     grader.store.save_assembly(result)
@@ -249,6 +323,8 @@ def _assemble_command(args) -> int:
         if r.application_status:
             print(f"{r.student:20s} application ({r.application_task}) {r.application_status:10s} "
                   f"F1 {r.application_score:.3f}  {r.application_message}")
+        if r.modern_status:
+            print(f"{r.student:20s} modern (4e)  {r.modern_status:10s} {r.modern_message}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Inside the sandbox: assemble one student's own pieces into a GPT, train it briefly and let it write.
 
-    python -m autograder.assembly_child OUT_DIR [--with-generation] [--with-application]
+    python -m autograder.assembly_child OUT_DIR [--with-generation] [--with-application] [--with-modern]
 
 ``LLMCOURSE_SOURCE`` points at the student's submitted chapters and no chapter is sent to a fallback, so every
 piece is the student's: the tokenizer (chapter 3), the model with its attention, MLP and blocks (4a-5a), the
@@ -13,6 +13,12 @@ With ``--with-application`` a second, independent stage follows (chapter 6b): th
 checkpoint, loaded by the student's ``GPT.from_pretrained`` (5a) and ``BPETokenizer.load`` (3), is fine-tuned on
 :data:`APP_TASK` with the student's ``sft_batch`` and ``finetune`` (6b, on the student's ``configure_optimizer``
 of 5b); its weights are written to ``OUT_DIR/application/model.safetensors`` and the grader scores them itself.
+
+With ``--with-modern`` a third, independent stage follows (chapter 4e): the student's ``ModernGPT`` (RMSNorm, RoPE,
+SwiGLU, grouped-query attention), in :data:`MODERN_SHAPE`, is trained by the same 5b pieces on the same text,
+tokenized by the shipped ``course-tiny`` tokenizer as loaded by the student's ``BPETokenizer.load``, and writes with
+their ``generate`` (5c). It is saved by the student's ``save_pretrained`` in Hugging Face's Llama format
+(``OUT_DIR/modern/``); the grader loads those weights into a ``LlamaForCausalLM`` of its own and measures it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ STEPS, BATCH, LR, WARMUP = 150, 16, 3e-3, 10
 PROMPT = "the cat "
 #: The application stage: a task of llmcourse.data, how many training examples, steps, batch and learning rate.
 APP_TASK, APP_EXAMPLES, APP_STEPS, APP_BATCH, APP_LR = "qa", 1000, 150, 16, 1e-3
+#: The modern stage's ModernGPT: course-tiny's shape, with two key/value heads for four query heads (its vocabulary
+#: is the course-tiny tokenizer's). The grader builds its Llama from the same numbers, never from the student's files.
+MODERN_SHAPE = dict(block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=64, tie_word_embeddings=False)
 
 
 class Stage(Exception):
@@ -70,11 +79,22 @@ def assemble(report: dict, generation_chapter: bool):
     config = stage("chapter 5a: preset", gpt.preset, "course-tiny", vocab_size=tokenizer.vocab_size)
     model = stage("chapter 5a: GPT(config)", gpt.GPT, config)
 
+    train_and_write(report, model, tokenizer, train_ids, val_ids, config.block_size, generation_chapter)
+    report["vocab_size"] = int(tokenizer.vocab_size)
+    return model, tokenizer
+
+
+def train_and_write(report: dict, model, tokenizer, train_ids, val_ids, block: int, generation_chapter: bool,
+                    forward: str = "chapter 5a: forward") -> None:
+    """Train ``model`` with the student's chapter-5b pieces (STEPS steps), estimate its validation loss, and let it
+    write 40 tokens after PROMPT with their ``generate`` (5c); into ``report``: losses, val_loss, generated_ids,
+    sample."""
+    import torch
+
     training = stage("import chapter 5b (training)", __import__, "llmcourse.chapters.training",
                      fromlist=["train_step"])
     optimizer = stage("chapter 5b: configure_optimizer", training.configure_optimizer, model, 0.1, LR)
     generator = torch.Generator().manual_seed(0)
-    block = config.block_size
     model.train()
     for step in range(STEPS):
         x, y = stage("chapter 5b: get_batch", training.get_batch, train_ids, block, BATCH, generator)
@@ -83,9 +103,8 @@ def assemble(report: dict, generation_chapter: bool):
         report["losses"].append(float(loss))
     model.eval()
     report["val_loss"] = float(stage("chapter 5b: estimate_loss", training.estimate_loss, model, val_ids, block))
-    report["vocab_size"] = int(tokenizer.vocab_size)
 
-    prompt = torch.tensor([tokenizer.encode(PROMPT)], dtype=torch.long)
+    prompt = torch.tensor([stage("chapter 3: encode", tokenizer.encode, PROMPT)], dtype=torch.long)
     if generation_chapter:
         generation = stage("import chapter 5c (generation)", __import__, "llmcourse.chapters.generation",
                            fromlist=["generate"])
@@ -96,12 +115,37 @@ def assemble(report: dict, generation_chapter: bool):
         with torch.no_grad():
             out = prompt
             for _ in range(40):
-                logits = stage("chapter 5a: forward", model, out[:, -block:])[0]
+                logits = stage(forward, model, out[:, -block:])[0]
                 out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     ids = [int(t) for t in out[0].tolist()]
     report["generated_ids"] = ids
     report["sample"] = stage("chapter 3: decode", tokenizer.decode, ids)
-    return model, tokenizer
+
+
+def modern(report: dict, out: Path, generation_chapter: bool) -> None:
+    """Chapter 4e's ModernGPT, trained and run by the student's pieces, saved by its ``save_pretrained`` in
+    Hugging Face's Llama format (``out/modern``)."""
+    import torch
+
+    import llmcourse
+    from llmcourse.data import train_val_text
+
+    checkpoint = Path(llmcourse.__file__).parent / "checkpoints" / "course-tiny"
+    torch.manual_seed(0)
+    train_text, val_text = train_val_text(TRAIN_CHARS, VAL_CHARS, seed=0)
+    tokens = stage("import chapter 3 (tokens_and_positions)", __import__,
+                   "llmcourse.chapters.tokens_and_positions", fromlist=["BPETokenizer"])
+    tokenizer = stage("chapter 3: BPETokenizer.load", tokens.BPETokenizer.load, checkpoint)
+    train_ids = torch.tensor(stage("chapter 3: encode", tokenizer.encode, train_text), dtype=torch.long)
+    val_ids = torch.tensor(stage("chapter 3: encode", tokenizer.encode, val_text), dtype=torch.long)
+    blocks = stage("import chapter 4e (modern_block)", __import__, "llmcourse.chapters.modern_block",
+                   fromlist=["ModernGPT"])
+    config = stage("chapter 4e: ModernConfig", blocks.ModernConfig, vocab_size=int(tokenizer.vocab_size),
+                   **MODERN_SHAPE)
+    model = stage("chapter 4e: ModernGPT(config)", blocks.ModernGPT, config)
+    train_and_write(report, model, tokenizer, train_ids, val_ids, MODERN_SHAPE["block_size"], generation_chapter,
+                    forward="chapter 4e: ModernGPT.forward")
+    stage("chapter 4e: ModernGPT.save_pretrained", model.save_pretrained, out / "modern")
 
 
 def application(report: dict, out: Path) -> None:
@@ -165,6 +209,16 @@ def main(argv: list[str]) -> int:
         except BaseException as err:  # noqa: BLE001
             report["application"]["error"] = f"{type(err).__name__}: {err}"[:800]
         report["application"]["losses"] = [x if math.isfinite(x) else None for x in report["application"]["losses"]]
+    if "--with-modern" in argv:  # independent too: the shipped tokenizer, a model of its own
+        report["modern"] = {"losses": [], "val_loss": None, "generated_ids": [], "sample": "", "error": None,
+                            "stage": None}
+        try:
+            modern(report["modern"], out, generation_chapter="--with-generation" in argv)
+        except Stage as err:
+            report["modern"]["error"], report["modern"]["stage"] = str(err), err.stage
+        except BaseException as err:  # noqa: BLE001
+            report["modern"]["error"] = f"{type(err).__name__}: {err}"[:800]
+        report["modern"]["losses"] = [x if math.isfinite(x) else None for x in report["modern"]["losses"]]
     report["seconds"] = round(time.monotonic() - started, 1)
     report["losses"] = [x if math.isfinite(x) else None for x in report["losses"]]
     (out / "assembly.json").write_text(json.dumps(report))

@@ -10,7 +10,10 @@ object: ``val_loss``, ``vocab_size``, ``sample`` (the student's generated ids de
 tokenizer) or ``error``; and, when the child fine-tuned the course-tiny checkpoint (chapter 6b), ``application``:
 the fine-tuned weights loaded into the reference GPT, their loss on the answers of held-out examples of the task
 (and the checkpoint's loss before fine-tuning, for comparison), and greedy answers made by the reference
-``generate``, scored by the reference metrics (token F1 and exact match, SQuAD's rules).
+``generate``, scored by the reference metrics (token F1 and exact match, SQuAD's rules); and, when the child
+trained chapter 4e's ``ModernGPT``, ``modern``: its weights, as the student's ``save_pretrained`` wrote them in
+Hugging Face's Llama format, loaded strictly into a ``LlamaForCausalLM`` the grader configures itself (the shape it
+asked for, never the student's config.json), and its validation loss measured with the shipped tokenizer.
 """
 
 from __future__ import annotations
@@ -58,13 +61,20 @@ def measure(out: Path) -> dict:
     with torch.no_grad():
         val_loss = float(estimate_loss(model.eval(), val_ids, model.config.block_size))
     report = {"val_loss": val_loss if math.isfinite(val_loss) else None, "vocab_size": vocab}
+    return {**report, **sample(out, tokenizer, vocab)}
+
+
+def sample(out: Path, tokenizer, vocab: int, stage: str | None = None) -> dict:
+    """{"sample": the generated ids of the child's report (of ``stage``'s part) decoded by ``tokenizer``}, or {}
+    when they are not valid ids."""
     try:
-        ids = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000]).get("generated_ids")
+        report = json.loads((out / "assembly.json").read_text(encoding="utf-8")[:1_000_000])
+        ids = (report.get(stage) if stage else report).get("generated_ids")
         if isinstance(ids, list) and ids and all(isinstance(i, int) and 0 <= i < vocab for i in ids[:1000]):
-            report["sample"] = tokenizer.decode(ids[:1000])[:500]
+            return {"sample": tokenizer.decode(ids[:1000])[:500]}
     except (OSError, ValueError, AttributeError, KeyError):
         pass
-    return report
+    return {}
 
 
 #: Held-out examples the fine-tuned model answers, and the longest answer it may write.
@@ -120,6 +130,54 @@ def measure_application(out: Path) -> dict:
     return {"loss": loss, "loss_before": loss_before, "f1": f1, "exact_match": em, "examples": shown}
 
 
+def measure_modern(out: Path) -> dict:
+    """{"val_loss", "vocab_size", "sample"} of the ModernGPT in ``out/modern`` measured as Hugging Face's Llama,
+    or {"error"}."""
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import llmcourse
+    from autograder.assembly_child import MODERN_SHAPE, TRAIN_CHARS, VAL_CHARS
+    from llmcourse.chapters.modern_block import ModernConfig, llama_config_dict
+    from llmcourse.chapters.tokens_and_positions import BPETokenizer
+    from llmcourse.chapters.training import estimate_loss
+    from llmcourse.data import train_val_text
+
+    weights = out / "modern" / "model.safetensors"
+    if not weights.is_file() or weights.is_symlink():
+        return {"error": "save_pretrained wrote no model.safetensors"}
+    if weights.stat().st_size > MAX_WEIGHTS:
+        return {"error": f"the saved ModernGPT is larger than the shape asked for ({weights.stat().st_size} bytes)"}
+    torch.set_num_threads(1)
+    tokenizer = BPETokenizer.load(Path(llmcourse.__file__).parent / "checkpoints" / "course-tiny")
+    vocab = int(tokenizer.vocab_size)
+    config = ModernConfig(vocab_size=vocab, **MODERN_SHAPE)
+    llama = LlamaForCausalLM(LlamaConfig(**llama_config_dict(config))).eval()
+    try:
+        llama.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as err:  # noqa: BLE001 - the file is the student's
+        return {"error": f"the saved weights are not a Hugging Face Llama of the shape asked for ({MODERN_SHAPE}, "
+                         f"vocab {vocab}): {type(err).__name__}: {str(err)[:300]}"}
+
+    class CausalLM(torch.nn.Module):  # what estimate_loss calls: model(x, y) -> (logits, loss)
+        def __init__(self):
+            super().__init__()
+            self.llama = llama
+
+        def forward(self, idx, targets):
+            logits = self.llama(idx).logits
+            return logits, F.cross_entropy(logits.transpose(1, 2), targets)
+
+    _, val_text = train_val_text(TRAIN_CHARS, VAL_CHARS, seed=0)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.long)
+    with torch.no_grad():
+        val_loss = float(estimate_loss(CausalLM().eval(), val_ids, config.block_size))
+    report = {"val_loss": val_loss if math.isfinite(val_loss) else None, "vocab_size": vocab}
+    return {**report, **sample(out, tokenizer, vocab, "modern")}
+
+
 def main(argv: list[str]) -> int:
     try:
         report = measure(Path(argv[0]))
@@ -132,6 +190,12 @@ def main(argv: list[str]) -> int:
         except Exception as err:  # noqa: BLE001
             report["application"] = {"error": f"the grader could not score the fine-tuned model: "
                                               f"{type(err).__name__}: {err}"[:500], "grader_failed": True}
+    if (Path(argv[0]) / "modern").is_dir():
+        try:
+            report["modern"] = measure_modern(Path(argv[0]))
+        except Exception as err:  # noqa: BLE001
+            report["modern"] = {"error": f"the grader could not measure the ModernGPT: {type(err).__name__}: "
+                                         f"{err}"[:500], "grader_failed": True}
     print(json.dumps(report))
     return 0
 

@@ -6,7 +6,9 @@ invalid, missing or grader-error) and how the notebook's own run went (``04a_att
 cell-timeout, timeout, crashed, failed; it gives no points, so none of these costs any), then ``total`` and
 ``max_total`` over the chapters, then ``assembly`` and ``assembly_status`` (empty when the student has no
 assembly result), then ``application_f1`` and ``application_status`` (the assembly's chapter-6b stage: the grader's
-token F1 of the student's fine-tuned model; empty when it did not run). A chapter without a result counts 0 with
+token F1 of the student's fine-tuned model; empty when it was not measured), then ``modern_val_loss`` and
+``modern_status`` (the assembly's chapter-4e stage: the grader's validation loss of the student's ModernGPT, in nats
+per token; empty when it was not measured). A chapter without a result counts 0 with
 status ``missing``. Every student with a result, an assembly result or a submitted notebook has a row, sorted by
 student id; the chapters are those of ``solutions/`` (and any others that have results).
 """
@@ -36,7 +38,8 @@ def header(chapters: list[str]) -> list[str]:
     columns = ["student"]
     for chapter in chapters:
         columns += [chapter, f"{chapter}_status", f"{chapter}_notebook"]
-    return columns + ["total", "max_total", "assembly", "assembly_status", "application_f1", "application_status"]
+    return columns + ["total", "max_total", "assembly", "assembly_status", "application_f1", "application_status",
+                      "modern_val_loss", "modern_status"]
 
 
 def row(sheet: Gradesheet, student: str) -> list[str]:
@@ -52,10 +55,14 @@ def row(sheet: Gradesheet, student: str) -> list[str]:
         assembly_cells = [number_text(assembly.get("score") or 0), status]
         app_status = sheet.redactor.redact(str(assembly.get("application_status") or ""), 100)
         score = assembly.get("application_score")
-        assembly_cells += [number_text(score if isinstance(score, (int, float)) else 0) if app_status else "",
-                           app_status]
+        scored = app_status in ("passed", "failed") and isinstance(score, (int, float))
+        assembly_cells += [number_text(score) if scored else "", app_status]
+        modern_status = sheet.redactor.redact(str(assembly.get("modern_status") or ""), 100)
+        loss = assembly.get("modern_val_loss")
+        measured = modern_status in ("passed", "failed") and isinstance(loss, (int, float)) and loss > 0
+        assembly_cells += [number_text(loss) if measured else "", modern_status]
     else:
-        assembly_cells = ["", "", "", ""]
+        assembly_cells = ["", "", "", "", "", ""]
     return cells + [number_text(total), number_text(possible)] + assembly_cells
 
 

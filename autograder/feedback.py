@@ -255,6 +255,18 @@ def assembly_html(assembly: dict | None, redactor: Redactor) -> str:
                      f"<p class=\"status\">Status: <strong>{status}</strong>, token F1 {esc(score)}</p>")
         if assembly.get("application_message"):
             parts.append(f"<pre>{esc(redactor.redact(str(assembly['application_message']), MAX_MESSAGE_BYTES))}</pre>")
+    if assembly.get("modern_status"):
+        status = esc(redactor.redact(str(assembly["modern_status"]), 100))
+        parts.append("<h3>Today's block: your ModernGPT (chapter 4e), trained by your pieces, measured as Hugging "
+                     f"Face's Llama</h3><p class=\"status\">Status: <strong>{status}</strong></p>")
+        if assembly.get("modern_message"):
+            parts.append(f"<pre>{esc(redactor.redact(str(assembly['modern_message']), MAX_MESSAGE_BYTES))}</pre>")
+        losses = [x for x in assembly.get("modern_losses") or [] if isinstance(x, (int, float))]
+        if losses:
+            parts.append(f"<p>Training loss: first {esc(f'{losses[0]:.4g}')}, last {esc(f'{losses[-1]:.4g}')}</p>")
+        if assembly.get("modern_sample"):
+            parts.append("<p>Generated text:</p>"
+                         f"<pre>{esc(redactor.redact(str(assembly['modern_sample']), MAX_SAMPLE_BYTES))}</pre>")
     parts.append("</section>")
     return "\n".join(parts)
 

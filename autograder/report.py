@@ -213,6 +213,11 @@ def assembly_table(sheet: Gradesheet) -> str:
     if applications:
         table += "<h3>Application (chapter 6b's pieces fine-tune course-tiny)</h3>" + _table(
             ["status", "students"], [[esc(s), str(n)] for s, n in sorted(applications.items())])
+    modern = Counter(str(data.get("modern_status")) for data in sheet.assemblies.values()
+                     if data.get("modern_status"))
+    if modern:
+        table += "<h3>Modern (chapter 4e's ModernGPT, measured as Hugging Face's Llama)</h3>" + _table(
+            ["status", "students"], [[esc(s), str(n)] for s, n in sorted(modern.items())])
     return table
 
 

@@ -117,6 +117,14 @@ class AssemblyResult:
     application_exact_match: float = 0.0
     application_bound: float = 0.0
     application_message: str = ""
+    # the modern stage (chapter 4e): the student's ModernGPT, trained by their pieces and measured by the grader as
+    # Hugging Face's Llama. "" when the course or the student has no chapter 4e; else "passed", "failed" or "error".
+    modern_status: str = ""
+    modern_val_loss: float = 0.0  # the grader's validation loss, nats per token
+    modern_bound: float = 0.0
+    modern_losses: list[float] = field(default_factory=list)  # the student's training losses, as they reported
+    modern_sample: str = ""
+    modern_message: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, ensure_ascii=False)

@@ -69,7 +69,11 @@ def course(tmp_path):
                       flags=["probe scaled_dot_product_attention: fail <b>"]))
     store.save_assembly(AssemblyResult("bob", "passed", 1.0, losses=[4.0, 2.5], loss_bound=3.0, sample="<the> cat",
                                        application_status="passed", application_task="qa", application_score=0.8125,
-                                       application_message="qa: token F1 0.812"))
+                                       application_message="qa: token F1 0.812", modern_status="failed",
+                                       modern_val_loss=4.125, modern_bound=3.7430, modern_losses=[6.25, 4.5],
+                                       modern_sample="<b>the cat</b>", modern_message="validation loss 4.125 <x>"))
+    store.save_assembly(AssemblyResult("dave", "timeout", 0.0, "assembly did not finish within 900 s",
+                                       application_status="timeout", modern_status="timeout"))
     store.save(Result("carol", CHAPTER, "timeout", 2, 9, message="cell test_sdpa_hidden ran out of time",
                       cells=cells_04a({"test_sdpa", "test_sdpa_hidden", "test_causal_mask",
                                        "test_causal_mask_hidden"}, "NotImplementedError: Exercise 4a.2")))
@@ -132,16 +136,22 @@ def test_export_csv(course, capsys):
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert rows[0] == ["student", CHAPTER, f"{CHAPTER}_status", f"{CHAPTER}_notebook", SYNTH, f"{SYNTH}_status",
                        f"{SYNTH}_notebook", "total", "max_total", "assembly", "assembly_status", "application_f1",
-                       "application_status"]
+                       "application_status", "modern_val_loss", "modern_status"]
     table = {row[0]: dict(zip(rows[0], row)) for row in rows[1:]}
     assert list(table) == ["alice", "bob", "carol", "dave"]
     assert table["alice"] | {} == {"student": "alice", CHAPTER: "9", f"{CHAPTER}_status": "graded",
                                    f"{CHAPTER}_notebook": "", SYNTH: "1", f"{SYNTH}_status": "graded",
                                    f"{SYNTH}_notebook": "", "total": "10", "max_total": "12", "assembly": "",
-                                   "assembly_status": "", "application_f1": "", "application_status": ""}
+                                   "assembly_status": "", "application_f1": "", "application_status": "",
+                                   "modern_val_loss": "", "modern_status": ""}
     assert (table["bob"][SYNTH], table["bob"][f"{SYNTH}_status"]) == ("0", "missing")
     assert (table["bob"]["assembly"], table["bob"]["assembly_status"]) == ("1", "passed")
     assert (table["bob"]["application_f1"], table["bob"]["application_status"]) == ("0.8125", "passed")
+    assert (table["bob"]["modern_val_loss"], table["bob"]["modern_status"]) == ("4.125", "failed")
+    # dave's assembly ran out of time: statuses and no numbers, never a 0 that reads as a perfect loss
+    assert (table["dave"]["assembly"], table["dave"]["assembly_status"]) == ("0", "timeout")
+    assert (table["dave"]["application_f1"], table["dave"]["application_status"]) == ("", "timeout")
+    assert (table["dave"]["modern_val_loss"], table["dave"]["modern_status"]) == ("", "timeout")
     assert table["bob"][f"{CHAPTER}_status"] == "flagged" and table["bob"]["total"] == "7"
     assert table["carol"][f"{SYNTH}_status"] == "crashed" and table["dave"]["max_total"] == "12"
 
@@ -233,6 +243,8 @@ def test_feedback_content(feedback_dir):
     assert f"Status: <strong>missing</strong> ({STATUSES['missing']})" in bob
     assert "Assembly" in bob and "Training loss: first 4, last 2.5" in bob
     assert "Application" in bob and "token F1 0.8125" in bob
+    assert "your ModernGPT (chapter 4e)" in bob and "validation loss 4.125 &lt;x&gt;" in bob
+    assert "Training loss: first 6.25, last 4.5" in bob and "&lt;b&gt;the cat&lt;/b&gt;" in bob
     assert "probe scaled_dot_product_attention" not in bob  # flags are for the instructor
     carol = (feedback_dir / "carol" / "feedback.txt").read_text(encoding="utf-8")
     assert f"{CHAPTER}: 2/9 (timeout)" in carol and f"{SYNTH}: 0/3 (crashed)" in carol
@@ -270,6 +282,8 @@ def test_report(course, capsys):
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "probe scaled_dot_product_attention: fail &lt;b&gt;" in page  # the flagged table, escaped
     assert "<td>bob</td><td>04a_attention</td>" in page
+    modern = page[page.index("Modern (chapter 4e"):]
+    assert "<td>timeout</td><td>1</td>" in modern and "<td>failed</td><td>1</td>" in modern
 
 
 def test_report_numbers(course):
