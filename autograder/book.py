@@ -17,6 +17,12 @@ Every chapter page, in every edition, has a box under its title (:mod:`autograde
 notebook to download (the released file, byte for byte), the exercise table with points, and the time the build
 took to run the notebook.
 
+Before the reader edition's ``jupyter-book build``, the chapter notebooks the cache lacks are executed ``--jobs``
+at a time (default: one per core, at most 4), each in its own kernel in the notebook's folder, with the book's
+timeout, exactly as Jupyter Book would execute them one after the other, and stored in its cache
+(:func:`execute_into_cache`); the build then finds every chapter in the cache. A notebook that fails there is not
+stored: the build runs it again and reports the failure as it always does.
+
 The student and instructor editions are built from a generated source folder, ``_build/<edition>/src``: the
 book's pages, a table of contents and a configuration for the edition, and the chapter notebooks as the reader
 build executed them (read from its cache). Sphinx builds it with ``-W``; chapter notebooks are not executed
@@ -25,8 +31,10 @@ again, and the pages that are MyST notebooks (``book/background.md``) take their
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -189,12 +197,79 @@ def edition_source(root: Path, out: Path, edition: str) -> Path:
     return src
 
 
+def default_jobs() -> int:
+    """Notebooks executed at a time: one per core, at most 4 (each kernel holds a model and its data)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _stderr_to(log: str) -> None:
+    """In a pool worker: its stderr, and its kernels', goes to ``log`` (the kernels' start-up chatter)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _execute(path: str, timeout: int) -> tuple[str, float, str | None]:
+    """Run one notebook as myst-nb's cache mode does (its folder as the working directory); the executed notebook
+    as JSON, the seconds it took, and the traceback if it failed."""
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = nbformat.read(path, as_version=4)
+    result = single_nb_execution(nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout,
+                                 meta_override=True)
+    return nbformat.writes(nb), result.time, result.exc_string if result.err else None
+
+
+def execute_into_cache(root: Path, out: Path, jobs: int, progress=print) -> dict[str, float]:
+    """Execute, ``jobs`` at a time, the chapter notebooks whose current content the reader build's execution cache
+    (``out/_build/.jupyter_cache``) has no run of, and store each successful run there as myst-nb would; ``{chapter:
+    seconds}`` of the runs stored. Failed runs are not stored (the build runs them again and reports them)."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")) or {}
+    timeout = int((config.get("execute") or {}).get("timeout", 30))
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    cache = get_cache(str(out / "_build" / ".jupyter_cache"))
+    todo = {}
+    for chapter in toc_chapters(toc):
+        path = registry.notebook_path(root / "solutions", chapter)
+        try:
+            cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        except KeyError:
+            todo[chapter] = path
+    stored = {}
+    if not todo:
+        return stored
+    log = out / "_build" / "execute.log"
+    progress(f"executing {len(todo)} notebooks, {jobs} at a time (kernels' stderr: {log}) ...")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_stderr_to,
+                                                initargs=(str(log),)) as pool:
+        runs = {pool.submit(_execute, str(path), timeout): chapter for chapter, path in todo.items()}
+        for run in concurrent.futures.as_completed(runs):
+            chapter = runs[run]
+            text, seconds, error = run.result()
+            if error:
+                progress(f"  {chapter}: failed after {seconds:.1f} s (the build will run it again and report it)")
+                continue
+            record = cache.add_nb_to_project(str(todo[chapter]))
+            cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(text, as_version=4), record.uri,
+                                                      data={"execution_seconds": seconds}),
+                                        check_validity=False, overwrite=True)
+            stored[chapter] = seconds
+            progress(f"  {chapter}: {seconds:.1f} s")
+    return stored
+
+
 def build(editions: list[str], root: Path = registry.COURSE_ROOT, out: Path | None = None,
-          progress=print) -> dict[str, Path]:
-    """Build ``editions`` of the book of ``root`` into ``out`` (default ``root``); ``{edition: html folder}``."""
+          progress=print, jobs: int = 1) -> dict[str, Path]:
+    """Build ``editions`` of the book of ``root`` into ``out`` (default ``root``); ``{edition: html folder}``.
+    With ``jobs`` > 1 the chapter notebooks are executed that many at a time first (:func:`execute_into_cache`)."""
     root, out = Path(root).resolve(), Path(out or root).resolve()
     built = {}
     started = time.monotonic()
+    if jobs > 1:
+        execute_into_cache(root, out, jobs, progress)
     progress(f"reader edition: jupyter-book build {root} ...")
     _jupyter_book(root, out, out / "_build" / "reader.log")
     built["reader"] = html_dir(out, "reader")
@@ -215,7 +290,9 @@ def build(editions: list[str], root: Path = registry.COURSE_ROOT, out: Path | No
 def run(args) -> int:
     editions = list(EDITIONS) if "all" in args.edition else args.edition
     root = course_root(args.root)
-    build(editions, root, Path(args.path_output).resolve() if args.path_output else root)
+    if args.jobs < 1:
+        raise CommandError(f"--jobs should be at least 1, not {args.jobs}")
+    build(editions, root, Path(args.path_output).resolve() if args.path_output else root, jobs=args.jobs)
     return 0
 
 
@@ -233,5 +310,8 @@ def add_command(commands) -> None:
                    help="which editions to build (default: reader); each builds the reader edition first")
     p.add_argument("--path-output", metavar="DIR",
                    help="write the build under DIR/_build instead of ROOT/_build (as jupyter-book's option)")
+    p.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
+                   help="execute N chapter notebooks at a time before the reader build (default: one per core, at "
+                        "most 4; 1: Jupyter Book executes them one after the other)")
     add_root_argument(p)
     p.set_defaults(run=run)

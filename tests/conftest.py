@@ -65,13 +65,14 @@ def fallback_gpt(monkeypatch):
 
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory) -> Path:
-    """The book built once for the whole session, every edition, with ``python -m autograder book --edition all``
-    into a scratch folder: the reader edition executes each notebook; the student and instructor editions reuse its
-    cache. Returns the folder holding ``_build``."""
+    """The book built once for the whole session, every edition, with ``python -m autograder book --edition all
+    --jobs 2`` into a scratch folder: the reader edition executes each notebook (two at a time); the student and
+    instructor editions reuse its cache. Returns the folder holding ``_build``."""
     import subprocess
 
     out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run([sys.executable, "-m", "autograder", "book", "--edition", "all", "--path-output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "autograder", "book", "--edition", "all", "--jobs", "2",
+                           "--path-output", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     return out

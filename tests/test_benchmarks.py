@@ -77,3 +77,6 @@ def test_book_build_reads_the_execution_cache_and_writes_the_table(tmp_path):
     assert "| `05b_training` | 41.5 | 39.3 |" in text
     assert "| **whole build, cold** (empty execution cache) | **316** | **353** |" in text
     assert "with 1 other CPU-bound process" in text
+    text = book_build.table([{"busy": 0, "jobs": 1, "cold": 316.0, "warm": 5.0, "times": times},
+                             {"busy": 0, "jobs": 2, "cold": 190.0, "warm": 5.0, "times": times}])
+    assert "| page | executes in (s), " in text and "2 at a time (`--jobs 2`)" in text and "**190** |" in text

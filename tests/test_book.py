@@ -85,3 +85,40 @@ def test_mathjax_is_bundled(html):
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     for src in re.findall(r'<script[^>]*\ssrc="([^"]+)"', page):
         assert not src.startswith(("http:", "https:", "//")), f"script loaded from the network: {src}"
+
+
+def test_notebooks_executed_in_parallel_land_in_the_cache_as_jupyter_book_would_store_them(tmp_path):
+    """``python -m autograder book --jobs N``: the chapters the cache lacks are run N at a time, each in its own
+    folder; a run that fails is not stored (the build runs it again and reports it). That jupyter-book's myst-nb
+    then finds every stored run ("Using cached notebook") is checked on the real book in test_editions."""
+    from jupyter_cache import get_cache
+
+    from autograder.book import execute_into_cache
+
+    sources = {"01_ok": "import os\nprint(os.path.basename(os.getcwd()), 2 + 2)",
+               "02_bad": "raise ValueError('a broken chapter')",
+               "03_ok": "print('three')"}
+    for chapter, source in sources.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        (tmp_path / "solutions" / chapter).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / "solutions" / chapter / f"{chapter}.ipynb")
+    (tmp_path / "_config.yml").write_text("execute:\n  timeout: 60\n")
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "intro", "parts": [
+        {"caption": "c", "chapters": [{"file": f"solutions/{c}/{c}"} for c in sources]}]}))
+    said = []
+    stored = execute_into_cache(tmp_path, tmp_path / "out", jobs=2, progress=said.append)
+    assert sorted(stored) == ["01_ok", "03_ok"], said
+    assert any("02_bad: failed" in line for line in said)
+    cache = get_cache(str(tmp_path / "out" / "_build" / ".jupyter_cache"))
+    nb = nbformat.read(tmp_path / "solutions" / "01_ok" / "01_ok.ipynb", as_version=4)
+    record = cache.match_cache_notebook(nb)
+    assert record.data["execution_seconds"] == stored["01_ok"] > 0
+    _, merged = cache.merge_match_into_notebook(nb)
+    assert merged.cells[0].outputs[0]["text"] == "01_ok 4\n"  # run in the notebook's own folder, as myst-nb does
+    with pytest.raises(KeyError):
+        cache.match_cache_notebook(nbformat.read(tmp_path / "solutions" / "02_bad" / "02_bad.ipynb", as_version=4))
+    # a second run executes only what the cache still lacks
+    said.clear()
+    assert execute_into_cache(tmp_path, tmp_path / "out", jobs=2, progress=said.append) == {}
+    assert said[0].startswith("executing 1 notebooks") and any("02_bad: failed" in line for line in said)

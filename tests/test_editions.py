@@ -265,7 +265,13 @@ def test_no_edition_shows_a_hidden_test_s_code(editions):
 
 
 def test_the_editions_share_one_execution_cache(built_book):
-    """The reader build ran the notebooks; the other editions ran none and took their outputs from its cache."""
+    """The reader build ran the notebooks (two at a time, before jupyter-book, which then found every chapter in the
+    cache); the other editions ran none and took their outputs from its cache."""
+    reader = (built_book / "_build" / "reader.log").read_text()
+    chapters = toc_chapters(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    for chapter in chapters:
+        line = next(line for line in reader.splitlines() if f"{chapter}.ipynb: " in line and "[mystnb]" in line)
+        assert "Using cached notebook" in line, f"jupyter-book executed {chapter} again: {line}"
     for edition in ("student", "instructor"):
         log = (built_book / "_build" / edition / "build.log").read_text()
         assert "Executing notebook" not in log, f"the {edition} edition executed a notebook again"
