@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -78,7 +80,16 @@ def _own_work_calls():
     from torch.nn.functional import layer_norm as layer_norm_taken_early
 
     softmax_taken_early = torch.softmax
+    clip_taken_early = nn.utils.clip_grad_norm_
     x = torch.randn(2, 3, 4, requires_grad=True)
+    logits, targets = torch.randn(3, 5), torch.tensor([0, 4, 2])
+    w, m = torch.randn(4), torch.zeros(4)
+    with_grad = nn.Parameter(torch.randn(4))
+    with_grad.grad = torch.randn(4)
+    adamw_made_early = torch.optim.AdamW([nn.Parameter(torch.randn(4))])
+    adamw_made_early.param_groups[0]["params"][0].grad = torch.randn(4)
+    probs = torch.softmax(torch.randn(2, 4), dim=-1)
+    _, mean, rstd = torch.ops.aten.native_layer_norm(probs, [4], None, None, 1e-5)
     return [
         ("softmax", "torch.softmax", lambda: torch.softmax(x, dim=-1)),
         ("softmax", "Tensor.softmax", lambda: x.softmax(-1)),
@@ -104,7 +115,38 @@ def _own_work_calls():
         ("rms_norm", "F.rms_norm", lambda: F.rms_norm(x, (4,))),
         ("rms_norm", "nn.RMSNorm", lambda: nn.RMSNorm(4)(x)),
         ("rms_norm", "torch.ops.aten.rms_norm", lambda: torch.ops.aten.rms_norm(x, [4])),
+        # chapter 5b: the training math by hand
+        ("cross_entropy", "F.cross_entropy", lambda: F.cross_entropy(logits, targets)),
+        ("cross_entropy", "F.nll_loss", lambda: F.nll_loss(logits, targets)),
+        ("cross_entropy", "torch.logsumexp", lambda: torch.logsumexp(logits, -1)),
+        ("cross_entropy", "Tensor.logsumexp", lambda: logits.logsumexp(-1)),
+        ("cross_entropy", "torch.ops.aten.nll_loss", lambda: torch.ops.aten.nll_loss(logits, targets)),
+        ("clip_grad_norm", "clip_grad_norm_", lambda: nn.utils.clip_grad_norm_([with_grad], 1.0)),
+        ("clip_grad_norm", "get_total_norm", lambda: nn.utils.get_total_norm([with_grad.grad])),
+        ("clip_grad_norm", "taken early", lambda: clip_taken_early([with_grad], 1.0)),
+        ("clip_grad_norm", "torch._foreach_norm", lambda: torch._foreach_norm([with_grad.grad])),
+        ("adamw", "AdamW.step", lambda: torch.optim.AdamW([with_grad]).step()),
+        ("adamw", "made early", lambda: adamw_made_early.step()),
+        ("adamw", "Adam.step", lambda: torch.optim.Adam([with_grad]).step()),
+        ("adamw", "functional adam", lambda: importlib.import_module("torch.optim.adam").adam(
+            [w], [with_grad.grad], [m], [m.clone()], [], [torch.tensor(1.0)], foreach=False, amsgrad=False, beta1=0.9,
+            beta2=0.999, lr=1e-3, weight_decay=0.01, eps=1e-8, maximize=False, decoupled_weight_decay=True)),
+        ("softmax_backward", "torch._softmax_backward_data",
+         lambda: torch._softmax_backward_data(probs, probs, -1, probs.dtype)),
+        ("softmax_backward", "torch.autograd.grad", lambda: torch.autograd.grad((x * x).sum(), x)),
+        ("softmax_backward", "torch.func.vjp", lambda: torch.func.vjp(torch.exp, x.detach())),
+        ("layer_norm_backward", "torch.ops.aten.native_layer_norm_backward",
+         lambda: torch.ops.aten.native_layer_norm_backward(probs, probs, [4], mean, rstd, None, None,
+                                                            [True, False, False])),
+        ("layer_norm_backward", "torch.autograd.functional.jacobian",
+         lambda: torch.autograd.functional.jacobian(torch.exp, x.detach())),
     ]
+
+
+#: (block, exercise): that exercise's built-ins call the block's too (attention and cross-entropy use softmax; the
+#: two backward exercises share torch.autograd.grad and friends), so they are unavailable there as well.
+USES_ANOTHER = {("softmax", "scaled_dot_product_attention"), ("softmax", "cross_entropy"),
+                ("softmax_backward", "layer_norm_backward"), ("layer_norm_backward", "softmax_backward")}
 
 
 def _attributes():
@@ -136,7 +178,7 @@ def test_builtins_unavailable_inside_and_restored_after(capsys):
             with builtins_unavailable(exercise):
                 for name, label, call in calls:
                     if name != exercise:
-                        if (exercise, name) != ("softmax", "scaled_dot_product_attention"):  # (that one uses softmax)
+                        if (exercise, name) not in USES_ANOTHER:
                             call()  # another exercise's built-ins stay available
                         continue
                     with pytest.raises(BuiltinUnavailable, match=f"write {exercise} yourself"):
