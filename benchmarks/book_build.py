@@ -26,6 +26,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -95,10 +96,10 @@ def table(runs: list[dict]) -> str:
     lines.append("| **whole build, warm** (nothing changed) | " + " | ".join(f"**{r['warm']:.0f}**" for r in runs)
                  + " |")
     machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
-    return "\n".join(lines) + (
-        f"\n\nMeasured with `python benchmarks/book_build.py --write-readme` on {machine}. The targets: at most 90 s "
+    return "\n".join(lines) + "\n\n" + textwrap.fill(
+        f"Measured with `python benchmarks/book_build.py --write-readme` on {machine}. The targets: at most 90 s "
         "per notebook (one at a time), 6 minutes cold, 30 s warm. Jupyter Book's per-cell timeout (300 s, "
-        "`_config.yml`) is a safety net, several times the slowest notebook.")
+        "`_config.yml`) is a safety net, several times the slowest notebook.", 118)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
