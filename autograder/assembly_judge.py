@@ -27,6 +27,17 @@ MAX_WEIGHTS = 64 * 1024**2
 MAX_TOKENIZER = 8 * 1024**2
 
 
+def written_here(path: Path, out: Path) -> bool:
+    """``path`` is a plain file the child wrote inside ``out``: no link on the way (a folder linked elsewhere could
+    hand the grader someone else's weights)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        return path.resolve(strict=True).is_relative_to(out.resolve(strict=True))
+    except OSError:
+        return False
+
+
 def measure(out: Path) -> dict:
     import torch
     from safetensors.torch import load_file
@@ -40,7 +51,7 @@ def measure(out: Path) -> dict:
     weights, tokenizer_dir = out / "model.safetensors", out / "tokenizer"
     files = [weights, tokenizer_dir / "vocab.json", tokenizer_dir / "merges.txt"]
     for path, limit in zip(files, (MAX_WEIGHTS, MAX_TOKENIZER, MAX_TOKENIZER)):
-        if not path.is_file() or path.is_symlink():
+        if not written_here(path, out):
             return {"error": f"the assembly wrote no {path.name}"}
         if path.stat().st_size > limit:
             return {"error": f"{path.name} is larger than a course-tiny model's ({path.stat().st_size} bytes)"}
@@ -109,7 +120,7 @@ def measure_application(out: Path) -> dict:
     from llmcourse.finetune import greedy_answers  # prompts of one length per batch: no answer cut short
 
     weights = out / "application" / "model.safetensors"
-    if not weights.is_file() or weights.is_symlink():
+    if not written_here(weights, out):
         return {"error": "the application stage wrote no fine-tuned model"}
     if weights.stat().st_size > MAX_WEIGHTS:
         return {"error": f"the fine-tuned model is larger than course-tiny ({weights.stat().st_size} bytes)"}
@@ -146,8 +157,8 @@ def measure_modern(out: Path) -> dict:
     from llmcourse.data import train_val_text
 
     weights = out / "modern" / "model.safetensors"
-    if not weights.is_file() or weights.is_symlink():
-        return {"error": "save_pretrained wrote no model.safetensors"}
+    if not written_here(weights, out):
+        return {"error": "save_pretrained wrote no model.safetensors in the folder it was given"}
     if weights.stat().st_size > MAX_WEIGHTS:
         return {"error": f"the saved ModernGPT is larger than the shape asked for ({weights.stat().st_size} bytes)"}
     torch.set_num_threads(1)

@@ -244,3 +244,20 @@ def test_the_modern_verdict_is_the_graders_measurement():
     assert verdict(honest, {"modern": {"error": "a Llama of the shape asked for"}}).modern_status == "failed"
     assert verdict(honest, {"modern": {"val_loss": float("nan"), "vocab_size": 512}}).modern_status == "failed"
     assert judge_modern(AssemblyResult("s", "passed", 1.0), {}).modern_status == ""
+
+
+def test_the_judge_reads_only_files_written_inside_the_childs_folder(tmp_path):
+    """A link, or a stage's folder linked elsewhere, could hand the grader another model's weights."""
+    from autograder.assembly_judge import measure, measure_modern, written_here
+
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "out"
+    (elsewhere / "modern").mkdir(parents=True)
+    (elsewhere / "modern" / "model.safetensors").write_bytes(b"weights")
+    out.mkdir()
+    assert written_here(elsewhere / "modern" / "model.safetensors", elsewhere)
+    (out / "modern").symlink_to(elsewhere / "modern", target_is_directory=True)
+    assert not written_here(out / "modern" / "model.safetensors", out)
+    assert "wrote no model.safetensors" in measure_modern(out)["error"]
+    (out / "model.safetensors").symlink_to(elsewhere / "modern" / "model.safetensors")
+    assert not written_here(out / "model.safetensors", out)
+    assert "wrote no model.safetensors" in measure(out)["error"]
