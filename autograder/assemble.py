@@ -61,8 +61,9 @@ MODERN = "04e_modern_block"
 #: same weights and text, must agree to this many nats per token (they agree to 1e-6 for the reference pieces; a
 #: RoPE with GPT-J's pairing instead of Llama's trains as well and disagrees by 0.3).
 MODERN_AGREEMENT = 0.05
-#: The assembly's optional stages, each with a result of its own in the child's report and the grader's.
-STAGES = ("application", "modern")
+#: The assembly's optional stages, each with a result of its own in the child's report and the grader's: the
+#: chapter whose submission turns the stage on, and the chapters it uses besides REQUIRED (when submitted).
+STAGES = {"application": (APPLICATION, (*APPLICATION_OPTIONAL, APPLICATION)), "modern": (MODERN, (MODERN,))}
 
 
 def required_chapters(root: Path) -> list[str]:
@@ -171,8 +172,8 @@ def trusted_report(report: dict, out: Path, job: Path) -> dict:
 
 def trusted_stage(report: dict, measured: dict, key: str) -> dict | None:
     """One optional stage's trusted result: the child's error if the stage failed there, else the grader's own
-    measurement (for ``modern`` with the child's training losses, generated ids and claimed loss beside it, which
-    the verdict checks or only shows)."""
+    measurement, with what the child said beside it (its training losses, generated ids and ``claimed_val_loss``),
+    which a verdict may check or show but never takes for the grader's."""
     child = report.get(key)
     if not isinstance(child, dict):
         return None
@@ -181,10 +182,10 @@ def trusted_stage(report: dict, measured: dict, key: str) -> dict | None:
     found = measured.get(key)
     if not isinstance(found, dict):
         return {"error": f"the grader could not measure the {key} stage's model", "grader_failed": True}
-    if key == "modern" and not found.get("error"):
-        found = {**found, "losses": child.get("losses"), "generated_ids": child.get("generated_ids"),
-                 "claimed_val_loss": child.get("val_loss")}
-    return found
+    if found.get("error"):
+        return found
+    return {**found, "losses": child.get("losses"), "generated_ids": child.get("generated_ids"),
+            "claimed_val_loss": child.get("val_loss")}
 
 
 def judge_modern(result: AssemblyResult, report: dict) -> AssemblyResult:
@@ -242,15 +243,13 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
     job = Path(tempfile.mkdtemp(prefix="assemble-", dir=folder))
     try:
         tree = job / "tree"
-        with_application = APPLICATION in registry.chapters_in(grader.root / "solutions") and \
-            grader.layout.submission(student, APPLICATION).is_file()
-        if with_application:
-            needed = needed + [c for c in (*APPLICATION_OPTIONAL, APPLICATION)
-                               if grader.layout.submission(student, c).is_file()]
-        with_modern = MODERN in registry.chapters_in(grader.root / "solutions") and \
-            grader.layout.submission(student, MODERN).is_file()
-        if with_modern:
-            needed = needed + [MODERN]
+        course = set(registry.chapters_in(grader.root / "solutions"))
+
+        def submitted(chapter: str) -> bool:
+            return chapter in course and grader.layout.submission(student, chapter).is_file()
+
+        ran = [key for key, (chapter, _) in STAGES.items() if submitted(chapter)]
+        needed = needed + [c for key in ran for c in STAGES[key][1] if submitted(c)]
         for chapter in needed:  # only the notebooks, never anything else from the submission folder
             target = registry.notebook_path(tree, chapter)
             target.parent.mkdir(parents=True)
@@ -259,12 +258,8 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
         sandbox = grader.sandboxes.make("assembly", slot, [out], tree, {"LLMCOURSE_SOURCE": str(tree)},
                                         readable=(tree, *grader_files("assembly_child.py")))
         argv = [sys.executable, "-m", "autograder.assembly_child", str(out)]
-        if GENERATION in needed:
-            argv.append("--with-generation")
-        if with_application:
-            argv.append("--with-application")
-        if with_modern:
-            argv.append("--with-modern")
+        argv += ["--with-generation"] if GENERATION in needed else []
+        argv += [f"--with-{key}" for key in ran]
         cmd = sandbox.command(argv)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCOURSE_")}
         if not sandbox.enabled:
@@ -276,8 +271,8 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
             report = trusted_report(report if isinstance(report, dict) else {}, out, job)
             result = judge_application(judge(student, report, time.monotonic() - started), report)
             result = judge_modern(result, report)
-            for key, ran in (("application", with_application), ("modern", with_modern)):
-                if ran and not getattr(result, f"{key}_status"):  # the child's report left it out
+            for key in ran:
+                if not getattr(result, f"{key}_status"):  # the child's report left it out
                     setattr(result, f"{key}_status", "failed")
                     setattr(result, f"{key}_message", f"the {key} stage reported nothing")
         except subprocess.TimeoutExpired:
@@ -286,10 +281,10 @@ def assemble_one(grader: Grader, student: str, slot: int = 0, timeout: int = 900
         except (OSError, ValueError):
             result = AssemblyResult(student, "error", 0.0, "the assembly crashed before reporting (a resource "
                                     "limit, os._exit or a crash)", graded_at=now())
-        if with_application and not result.application_status:  # no report: the stages share the run's fate
-            result.application_status, result.application_message = result.status, result.message
-        if with_modern and not result.modern_status:
-            result.modern_status, result.modern_message = result.status, result.message
+        for key in ran:  # no report at all: the stages share the run's fate
+            if not getattr(result, f"{key}_status"):
+                setattr(result, f"{key}_status", result.status)
+                setattr(result, f"{key}_message", result.message)
     finally:
         shutil.rmtree(job, ignore_errors=True)
     grader.store.save_assembly(result)

@@ -38,6 +38,16 @@ def written_here(path: Path, out: Path) -> bool:
         return False
 
 
+def file_problem(path: Path, out: Path, limit: int, what: str) -> dict | None:
+    """{"error"} when ``path`` is not a plain file written inside ``out`` (:func:`written_here`) of at most ``limit``
+    bytes; ``what`` names it in the message."""
+    if not written_here(path, out):
+        return {"error": f"the assembly wrote no {what}"}
+    if path.stat().st_size > limit:
+        return {"error": f"{what} is larger than a course-tiny model's ({path.stat().st_size} bytes)"}
+    return None
+
+
 def measure(out: Path) -> dict:
     import torch
     from safetensors.torch import load_file
@@ -51,10 +61,8 @@ def measure(out: Path) -> dict:
     weights, tokenizer_dir = out / "model.safetensors", out / "tokenizer"
     files = [weights, tokenizer_dir / "vocab.json", tokenizer_dir / "merges.txt"]
     for path, limit in zip(files, (MAX_WEIGHTS, MAX_TOKENIZER, MAX_TOKENIZER)):
-        if not written_here(path, out):
-            return {"error": f"the assembly wrote no {path.name}"}
-        if path.stat().st_size > limit:
-            return {"error": f"{path.name} is larger than a course-tiny model's ({path.stat().st_size} bytes)"}
+        if problem := file_problem(path, out, limit, path.name):
+            return problem
     try:
         tokenizer = BPETokenizer.load(tokenizer_dir)
     except Exception as err:  # noqa: BLE001 - the files are the student's
@@ -120,10 +128,8 @@ def measure_application(out: Path) -> dict:
     from llmcourse.finetune import greedy_answers  # prompts of one length per batch: no answer cut short
 
     weights = out / "application" / "model.safetensors"
-    if not written_here(weights, out):
-        return {"error": "the application stage wrote no fine-tuned model"}
-    if weights.stat().st_size > MAX_WEIGHTS:
-        return {"error": f"the fine-tuned model is larger than course-tiny ({weights.stat().st_size} bytes)"}
+    if problem := file_problem(weights, out, MAX_WEIGHTS, "fine-tuned model (application/model.safetensors)"):
+        return problem
     torch.set_num_threads(1)
     checkpoint = Path(llmcourse.__file__).parent / "checkpoints" / "course-tiny"
     model, tokenizer = GPT.from_pretrained(checkpoint).eval(), BPETokenizer.load(checkpoint)
@@ -157,10 +163,8 @@ def measure_modern(out: Path) -> dict:
     from llmcourse.data import train_val_text
 
     weights = out / "modern" / "model.safetensors"
-    if not written_here(weights, out):
-        return {"error": "save_pretrained wrote no model.safetensors in the folder it was given"}
-    if weights.stat().st_size > MAX_WEIGHTS:
-        return {"error": f"the saved ModernGPT is larger than the shape asked for ({weights.stat().st_size} bytes)"}
+    if problem := file_problem(weights, out, MAX_WEIGHTS, "model.safetensors in modern/ (save_pretrained's)"):
+        return problem
     torch.set_num_threads(1)
     tokenizer = BPETokenizer.load(Path(llmcourse.__file__).parent / "checkpoints" / "course-tiny")
     vocab = int(tokenizer.vocab_size)
@@ -195,18 +199,13 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # noqa: BLE001 - reported, so the grader can say what failed
         report = {"error": f"the grader could not measure the model: {type(err).__name__}: {err}"[:500],
                   "grader_failed": True}
-    if (Path(argv[0]) / "application").is_dir():
-        try:
-            report["application"] = measure_application(Path(argv[0]))
-        except Exception as err:  # noqa: BLE001
-            report["application"] = {"error": f"the grader could not score the fine-tuned model: "
-                                              f"{type(err).__name__}: {err}"[:500], "grader_failed": True}
-    if (Path(argv[0]) / "modern").is_dir():
-        try:
-            report["modern"] = measure_modern(Path(argv[0]))
-        except Exception as err:  # noqa: BLE001
-            report["modern"] = {"error": f"the grader could not measure the ModernGPT: {type(err).__name__}: "
-                                         f"{err}"[:500], "grader_failed": True}
+    for stage, measure_stage in (("application", measure_application), ("modern", measure_modern)):
+        if (Path(argv[0]) / stage).is_dir():  # the child ran that stage
+            try:
+                report[stage] = measure_stage(Path(argv[0]))
+            except Exception as err:  # noqa: BLE001
+                report[stage] = {"error": f"the grader could not measure the {stage} stage's model: "
+                                          f"{type(err).__name__}: {err}"[:500], "grader_failed": True}
     print(json.dumps(report))
     return 0
 

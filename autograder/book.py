@@ -72,6 +72,22 @@ def _jupyter_book(source: Path, output: Path, log: Path) -> None:
                            f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
 
 
+def read_yaml(path: Path) -> dict:
+    """The book's ``_toc.yml`` or ``_config.yml``."""
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def reader_cache(out: Path):
+    """The reader build's execution cache (``out/_build/.jupyter_cache``), where myst-nb keeps each run."""
+    from jupyter_cache import get_cache
+
+    return get_cache(str(cache_path(out)))
+
+
+def cache_path(out: Path) -> Path:
+    return out / "_build" / ".jupyter_cache"
+
+
 def toc_chapters(toc: dict) -> list[str]:
     """The chapter ids the table of contents lists, in order."""
     files = [entry["file"] for part in toc.get("parts", []) for entry in part.get("chapters", [])]
@@ -159,13 +175,11 @@ def hidden_tests_page(root: Path, chapters: list[str]) -> str:
 
 def edition_source(root: Path, out: Path, edition: str) -> Path:
     """Write ``out/_build/<edition>/src``: pages, table of contents, configuration, executed notebooks."""
-    from jupyter_cache import get_cache
-
     src = out / "_build" / edition / "src"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     shutil.copytree(root / "book", src / "book")
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    toc = read_yaml(root / "_toc.yml")
     chapters = toc_chapters(toc)
     if edition == "instructor":
         toc["parts"].append({"caption": "Instructor's guide", "chapters": [{"file": f} for f in GUIDE]})
@@ -174,8 +188,7 @@ def edition_source(root: Path, out: Path, edition: str) -> Path:
                                                                      encoding="utf-8")
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
-    cache_path = out / "_build" / ".jupyter_cache"
-    cache = get_cache(str(cache_path))
+    cache = reader_cache(out)
     page_data = {}
     for chapter in chapters:
         executed, seconds = executed_notebook(cache, root, chapter)
@@ -186,10 +199,10 @@ def edition_source(root: Path, out: Path, edition: str) -> Path:
         page_data[chapter] = {"execution_s": seconds}
     (src / "course_pages.json").write_text(json.dumps(page_data, indent=1), encoding="utf-8")
 
-    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    config = read_yaml(root / "_config.yml")
     config["title"] = f"{config['title']} ({edition} edition)"
     # the chapter notebooks hold the reader build's outputs; the MyST pages with code take theirs from its cache
-    config["execute"].update(execute_notebooks="cache", cache=str(cache_path.resolve()),
+    config["execute"].update(execute_notebooks="cache", cache=str(cache_path(out).resolve()),
                              exclude_patterns=["*.ipynb"])
     config["sphinx"].setdefault("config", {}).update(
         course_root=str(root), course_edition=edition, course_page_data=str((src / "course_pages.json").resolve()))
@@ -224,15 +237,12 @@ def execute_into_cache(root: Path, out: Path, jobs: int, progress=print) -> dict
     """Execute, ``jobs`` at a time, the chapter notebooks whose current content the reader build's execution cache
     (``out/_build/.jupyter_cache``) has no run of, and store each successful run there as myst-nb would; ``{chapter:
     seconds}`` of the runs stored. Failed runs are not stored (the build runs them again and reports them)."""
-    from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8")) or {}
-    timeout = int((config.get("execute") or {}).get("timeout", 30))
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    cache = get_cache(str(out / "_build" / ".jupyter_cache"))
+    timeout = int((read_yaml(root / "_config.yml").get("execute") or {}).get("timeout", 30))
+    cache = reader_cache(out)
     todo = {}
-    for chapter in toc_chapters(toc):
+    for chapter in toc_chapters(read_yaml(root / "_toc.yml")):
         path = registry.notebook_path(root / "solutions", chapter)
         try:
             cache.match_cache_notebook(nbformat.read(path, as_version=4))

@@ -34,7 +34,6 @@ it stopped; a file made with other settings is refused.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -244,24 +243,11 @@ def write_results(path: str | Path, results: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m llmcourse.modern",
-        description="Chapter 4e's sweep: GPT-2's block, each modern change alone (RMSNorm, RoPE, SwiGLU, GQA) "
-                    "and all together, trained with one budget on the course corpus; losses to a JSON file. "
-                    "Finished runs are skipped, so an interrupted sweep resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the results file (JSON)")
-    p.add_argument("--only", metavar="NAME", help="(re-)run this one run, print it and update the file")
-    p.add_argument("--runs", action="store_true", help="list the runs and whether the file has them; train nothing")
-    p.add_argument("--steps", type=scaling._positive_int, default=SETTINGS["steps"], help="training steps per run")
-    p.add_argument("--data-chars", type=scaling._positive_int, default=SETTINGS["data_chars"],
-                   help="characters of training text")
-    p.add_argument("--val-chars", type=scaling._positive_int, default=SETTINGS["val_chars"],
-                   help="characters of validation text")
-    p.add_argument("--device", help="cpu, cuda, mps (default: llmcourse.device.get_device())")
-    p.add_argument("--threads", type=scaling._positive_int, default=1, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return scaling.sweep_parser(
+        "python -m llmcourse.modern",
+        "Chapter 4e's sweep: GPT-2's block, each modern change alone (RMSNorm, RoPE, SwiGLU, GQA) and all "
+        "together, trained with one budget on the course corpus; losses to a JSON file. Finished runs are skipped, "
+        "so an interrupted sweep resumes.", DEFAULT_OUT, SETTINGS, ("steps", "training steps per run"))
 
 
 def describe(result: dict) -> str:
@@ -278,35 +264,14 @@ def main(argv: list[str] | None = None) -> dict:
     needed = (SETTINGS["long_context"] * SETTINGS["long_windows"] + 1) * 5  # characters, about 4 per token
     if args.val_chars < needed:
         raise SystemExit(f"--val-chars={args.val_chars}: the long-context evaluation needs at least {needed}")
-    try:
-        from llmcourse.device import get_device
 
-        device = get_device(args.device)
-        results = read_results(args.out, settings)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
-    if args.runs:
-        for name in RUNS:
-            spec, done = run_spec(name, settings), results["runs"].get(name)
-            print(f"{name:12s} kind={spec['kind']:8s} seed={spec['seed']} steps={spec['steps']:4d}  "
-                  + (f"done: {done['val_nats_per_char']:.4f} nats/char" if done else "to do"))
-        return results
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    todo = [args.only] if args.only else [n for n in RUNS if n not in results["runs"]]
-    skipped = [n for n in RUNS if n not in todo]
-    if skipped and not args.only:
-        print(f"{args.out}: {len(skipped)} run(s) already done, skipped: {', '.join(skipped)}", flush=True)
-    start = time.perf_counter()
-    for name in todo:
-        result = train_run(name, settings, device=device, progress=not args.quiet)
-        results["runs"][name] = result
-        write_results(args.out, results)
-        print(describe(result), flush=True)
-    print(f"{len(todo)} run(s) in {time.perf_counter() - start:.1f} s; results in {args.out}", flush=True)
-    if args.only:
-        print(json.dumps({k: v for k, v in results["runs"][args.only].items() if k != "position_loss"}, indent=1))
-    return results
+    def listing(name: str, done: dict | None) -> str:
+        spec = run_spec(name, settings)
+        return (f"{name:12s} kind={spec['kind']:8s} seed={spec['seed']} steps={spec['steps']:4d}  "
+                + (f"done: {done['val_nats_per_char']:.4f} nats/char" if done else "to do"))
+
+    return scaling.run_sweep(args, settings, RUNS, read_results, write_results, train_run, describe, listing,
+                             shown=lambda result: {k: v for k, v in result.items() if k != "position_loss"})
 
 
 if __name__ == "__main__":

@@ -206,26 +206,68 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m llmcourse.scaling",
-        description="Chapter 8a's scaling sweep: train GPTs of several sizes (and one size on several amounts "
-                    "of data) on the course corpus and write their losses to a JSON file. Finished runs are "
-                    "skipped, so an interrupted sweep resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the results file (JSON)")
+def sweep_parser(prog: str, description: str, out: Path, defaults: dict, amount: tuple[str, str]) -> \
+        argparse.ArgumentParser:
+    """The command line of a sweep (this one and chapter 4e's): the results file, one run or the list, the amount
+    of training per run (``amount``: the option's name in ``defaults`` and its help), the text, the device."""
+    name, help_text = amount
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=out, help="the results file (JSON)")
     p.add_argument("--only", metavar="NAME", help="(re-)run this one run, print it and update the file")
     p.add_argument("--runs", action="store_true", help="list the runs and whether the file has them; train nothing")
-    p.add_argument("--budget", type=_positive_int, default=SETTINGS["budget"],
-                   help="tokens each model-sweep run sees (the data sweep sees shares of it)")
-    p.add_argument("--data-chars", type=_positive_int, default=SETTINGS["data_chars"],
+    p.add_argument(f"--{name.replace('_', '-')}", type=_positive_int, default=defaults[name], help=help_text)
+    p.add_argument("--data-chars", type=_positive_int, default=defaults["data_chars"],
                    help="characters of training text")
-    p.add_argument("--val-chars", type=_positive_int, default=SETTINGS["val_chars"],
+    p.add_argument("--val-chars", type=_positive_int, default=defaults["val_chars"],
                    help="characters of validation text")
     p.add_argument("--device", help="cpu, cuda, mps (default: llmcourse.device.get_device())")
     p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return sweep_parser(
+        "python -m llmcourse.scaling",
+        "Chapter 8a's scaling sweep: train GPTs of several sizes (and one size on several amounts of data) on the "
+        "course corpus and write their losses to a JSON file. Finished runs are skipped, so an interrupted sweep "
+        "resumes.", DEFAULT_OUT, SETTINGS,
+        ("budget", "tokens each model-sweep run sees (the data sweep sees shares of it)"))
+
+
+def run_sweep(args, settings: dict, runs, read, write, train, describe, listing, shown=lambda result: result) -> dict:
+    """A sweep's command (this one and chapter 4e's), after its own checks of ``args``: list the runs
+    (``listing(name, spec_done)``), or train those the results file lacks (or ``--only`` one) with ``train(name,
+    settings, device=..., progress=...)``, writing the file after each and printing ``describe(result)``; the
+    results. ``read(path, settings)`` and ``write(path, results)`` are the sweep's results file."""
+    try:
+        from llmcourse.device import get_device
+
+        device = get_device(args.device)
+        results = read(args.out, settings)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    if args.runs:
+        for name in runs:
+            print(listing(name, results["runs"].get(name)))
+        return results
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    todo = [args.only] if args.only else [n for n in runs if n not in results["runs"]]
+    skipped = [n for n in runs if n not in todo]
+    if skipped and not args.only:
+        print(f"{args.out}: {len(skipped)} run(s) already done, skipped: {', '.join(skipped)}", flush=True)
+    start = time.perf_counter()
+    for name in todo:
+        result = train(name, settings, device=device, progress=not args.quiet)
+        results["runs"][name] = result
+        write(args.out, results)
+        print(describe(result), flush=True)
+    print(f"{len(todo)} run(s) in {time.perf_counter() - start:.1f} s; results in {args.out}", flush=True)
+    if args.only:
+        print(json.dumps(shown(results["runs"][args.only]), indent=1))
+    return results
 
 
 def _describe(result: dict) -> str:
@@ -242,37 +284,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.val_chars < 2000:
         raise SystemExit(f"--val-chars={args.val_chars}: the validation text needs at least 2000 characters")
     settings = {"budget": args.budget, "data_chars": args.data_chars, "val_chars": args.val_chars}
-    try:
-        from llmcourse.device import get_device
 
-        device = get_device(args.device)
-        results = read_results(args.out, settings)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
-    if args.runs:
-        for name in RUNS:
-            spec = run_spec(name, settings)
-            done = results["runs"].get(name)
-            print(f"{name:6s} sweeps={'+'.join(spec['sweeps']):10s} L={spec['n_layer']} H={spec['n_head']} "
-                  f"C={spec['n_embd']:3d} steps={spec['steps']:5d} tokens={spec['tokens']:>9,}  "
-                  + (f"done: {done['val_nats_per_char']:.4f} nats/char" if done else "to do"))
-        return results
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    todo = [args.only] if args.only else [n for n in RUNS if n not in results["runs"]]
-    skipped = [n for n in RUNS if n not in todo]
-    if skipped and not args.only:
-        print(f"{args.out}: {len(skipped)} run(s) already done, skipped: {', '.join(skipped)}", flush=True)
-    start = time.perf_counter()
-    for name in todo:
-        result = train_run(name, settings, device=device, progress=not args.quiet)
-        results["runs"][name] = result
-        write_results(args.out, results)
-        print(_describe(result), flush=True)
-    print(f"{len(todo)} run(s) in {time.perf_counter() - start:.1f} s; results in {args.out}", flush=True)
-    if args.only:
-        print(json.dumps(results["runs"][args.only], indent=1))
-    return results
+    def listing(name: str, done: dict | None) -> str:
+        spec = run_spec(name, settings)
+        return (f"{name:6s} sweeps={'+'.join(spec['sweeps']):10s} L={spec['n_layer']} H={spec['n_head']} "
+                f"C={spec['n_embd']:3d} steps={spec['steps']:5d} tokens={spec['tokens']:>9,}  "
+                + (f"done: {done['val_nats_per_char']:.4f} nats/char" if done else "to do"))
+
+    return run_sweep(args, settings, RUNS, read_results, write_results, train_run, _describe, listing)
 
 
 if __name__ == "__main__":
